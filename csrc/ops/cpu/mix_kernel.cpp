@@ -1,0 +1,222 @@
+// CPU kernels of the pyrobust::mix family.
+//
+// Per sample the two 1-D profiles are computed once (O(H + W)); the pass over the images then
+// reads each of the two inputs once and writes the output once, rows in parallel. For
+// channels-last images a row is (W * C) contiguous values, so the x-profile is expanded per
+// channel and the inner loop stays one contiguous, branch-free, vectorisable loop.
+// The blend is written g * a + (1 - g) * b so that g = 1 and g = 0 copy a pixel exactly (an
+// unmixed sample, the outside of a hard CutMix box) whatever the dtype.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Half.h>
+#include <c10/util/BFloat16.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/mix.h"
+
+namespace pyrobust {
+namespace {
+
+template <typename T>
+struct Compute {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
+
+template <typename T, typename A>
+inline T store(A v) {
+  return static_cast<T>(v);
+}
+template <>
+inline uint8_t store<uint8_t, float>(float v) {
+  // Round to nearest (ties up) and saturate: a fill value may lie outside [0, 255].
+  return static_cast<uint8_t>(std::min(std::max(v, 0.f), 255.f) + 0.5f);
+}
+
+struct Layout {
+  bool channels_last;
+  int64_t n, c, h, w;
+  int64_t rows() const { return channels_last ? h : c * h; }  // rows per sample
+  int64_t inner() const { return channels_last ? w * c : w; }  // contiguous values per row
+};
+
+Layout layout_of(const at::Tensor& images) {
+  const bool cl = !images.is_contiguous() &&
+                  images.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return {cl, images.size(0), images.size(1), images.size(2), images.size(3)};
+}
+
+// Profiles for all samples: gy (N, H) and gx expanded to the row's inner length (N, inner).
+void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float* gy, float* gx) {
+  const int64_t inner = lay.inner();
+  const int64_t reps = lay.channels_last ? lay.c : 1;
+  at::parallel_for(0, lay.n, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float* p = params + i * kMixParams;
+      for (int64_t y = 0; y < lay.h; ++y) gy[i * lay.h + y] = mask_profile(mode, p, 1, y);
+      for (int64_t x = 0; x < lay.w; ++x) {
+        const float v = mask_profile(mode, p, 0, x);
+        for (int64_t r = 0; r < reps; ++r) gx[i * inner + x * reps + r] = v;
+      }
+    }
+  });
+}
+
+template <typename T>
+void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, const float* gx,
+              const Layout& lay, bool invert, bool use_fill, double fill_value,
+              T* __restrict dst) {
+  using A = typename Compute<T>::type;
+  const int64_t rows = lay.rows();
+  const int64_t inner = lay.inner();
+  const int64_t sample = rows * inner;
+  const A base = invert ? A(1) : A(0);
+  const A sign = invert ? A(-1) : A(1);
+  const A fill = static_cast<A>(fill_value);
+  // Grain: about 32 KiB of output per task keeps threads busy without tiny tasks.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, inner * sizeof(T)));
+  at::parallel_for(0, lay.n * rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t i = row / rows;
+      const int64_t r = row % rows;
+      const int64_t yy = r % lay.h;
+      const A gyv = static_cast<A>(gy[i * lay.h + yy]) * sign;
+      const float* __restrict gxr = gx + i * inner;
+      const T* __restrict a = src + i * sample + r * inner;
+      T* __restrict o = dst + i * sample + r * inner;
+      if (use_fill) {
+        for (int64_t k = 0; k < inner; ++k) {
+          const A g = base + gyv * static_cast<A>(gxr[k]);
+          o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * fill);
+        }
+      } else if (partner[i] == i) {
+        // G x + (1 - G) x is x, but not bit for bit in floating point: copy unmixed samples.
+        std::copy(a, a + inner, o);
+      } else {
+        const T* __restrict b = src + partner[i] * sample + r * inner;
+        for (int64_t k = 0; k < inner; ++k) {
+          const A g = base + gyv * static_cast<A>(gxr[k]);
+          o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * static_cast<A>(b[k]));
+        }
+      }
+    }
+  });
+}
+
+void check_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay) {
+  TORCH_CHECK(out.sizes() == images.sizes(), "out should have the images' shape ",
+              images.sizes(), ", got ", out.sizes());
+  TORCH_CHECK(out.scalar_type() == images.scalar_type(), "out should have dtype ",
+              images.scalar_type(), ", got ", out.scalar_type());
+  TORCH_CHECK(out.device() == images.device(), "out should be on ", images.device(), ", got ",
+              out.device());
+  const auto format =
+      lay.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  TORCH_CHECK(out.is_contiguous(format), "out should be contiguous in the images' memory format (",
+              lay.channels_last ? "channels_last" : "contiguous", ")");
+  TORCH_CHECK(images.numel() == 0 || out.data_ptr() != images.data_ptr(),
+              "out must not alias images: out[i] reads images[partner[i]]");
+}
+
+at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_in,
+                        const at::Tensor& params_in, c10::string_view mode_name, bool invert,
+                        std::optional<double> fill, at::Tensor& out) {
+  const std::string mode_str(mode_name);
+  check_mix_args(images_in, partner_in, params_in, mode_str);
+  const MaskMode mode = check_mix_params(params_in, mode_str, images_in.size(0));
+  const bool cl_in = !images_in.is_contiguous() &&
+                     images_in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor images =
+      cl_in ? images_in : images_in.contiguous(images_in.suggest_memory_format());
+  const Layout lay = layout_of(images);
+  check_out(images, out, lay);
+  if (images.numel() == 0) return out;
+  const at::Tensor partner = partner_in.contiguous();
+  const at::Tensor params = params_in.contiguous();
+  const int64_t n = lay.n;
+  if (!fill.has_value()) {
+    const int64_t* pp = partner.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      TORCH_CHECK(pp[i] >= 0 && pp[i] < n, "partner[", i, "] should be in [0, ", n, "), got ",
+                  pp[i]);
+    }
+  }
+  std::vector<float> gy(n * lay.h), gx(n * lay.inner());
+  fill_profiles(params.data_ptr<float>(), mode, lay, gy.data(), gx.data());
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cpu", [&] {
+        mix_rows<scalar_t>(images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data(),
+                           gx.data(), lay, invert, fill.has_value(), fill.value_or(0.0),
+                           out.data_ptr<scalar_t>());
+      });
+  return out;
+}
+
+at::Tensor mix_cpu(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+                   c10::string_view mode, bool invert, std::optional<double> fill) {
+  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
+              "-D");
+  at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
+                                                 images.suggest_memory_format()));
+  return mix_out_cpu(images, partner, params, mode, invert, fill, out);
+}
+
+at::Tensor mix_mask_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
+                        int64_t height, int64_t width) {
+  TORCH_CHECK(height >= 0 && width >= 0, "height and width should be >= 0, got ", height, " and ",
+              width);
+  const MaskMode mode = check_mix_params(params_in, std::string(mode_name), params_in.size(0));
+  const at::Tensor params = params_in.contiguous();
+  const int64_t n = params.size(0);
+  at::Tensor masks = at::empty({n, height, width}, params.options());
+  const Layout lay{false, n, 1, height, width};
+  std::vector<float> gy(n * height), gx(n * width);
+  fill_profiles(params.data_ptr<float>(), mode, lay, gy.data(), gx.data());
+  float* m = masks.data_ptr<float>();
+  const float base = invert ? 1.f : 0.f, sign = invert ? -1.f : 1.f;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t y = 0; y < height; ++y)
+      for (int64_t x = 0; x < width; ++x)
+        m[(i * height + y) * width + x] = base + sign * gy[i * height + y] * gx[i * width + x];
+  return masks;
+}
+
+at::Tensor mix_lambda_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
+                          int64_t height, int64_t width) {
+  TORCH_CHECK(height > 0 && width > 0, "height and width should be > 0, got ", height, " and ",
+              width);
+  const MaskMode mode = check_mix_params(params_in, std::string(mode_name), params_in.size(0));
+  const at::Tensor params = params_in.contiguous();
+  const int64_t n = params.size(0);
+  at::Tensor lam = at::empty({n}, params.options());
+  const float* p = params.data_ptr<float>();
+  float* l = lam.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    double sy = 0, sx = 0;
+    for (int64_t y = 0; y < height; ++y) sy += mask_profile(mode, p + i * kMixParams, 1, y);
+    for (int64_t x = 0; x < width; ++x) sx += mask_profile(mode, p + i * kMixParams, 0, x);
+    const double mean = sy * sx / (static_cast<double>(height) * width);
+    l[i] = static_cast<float>(invert ? 1.0 - mean : mean);
+  }
+  return lam;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
+  m.impl("mix", &mix_cpu);
+  m.impl("mix.out", &mix_out_cpu);
+  m.impl("mix_mask", &mix_mask_cpu);
+  m.impl("mix_lambda", &mix_lambda_cpu);
+}
+
+}  // namespace pyrobust

@@ -1,0 +1,225 @@
+// CUDA kernels of the pyrobust::mix family.
+//
+// Two launches: a tiny one computing the 1-D profiles of every sample (N * (H + inner) floats,
+// never an (N, C, H, W) mask), then one pass over the images, each thread mixing VEC contiguous
+// values of a row. Only the ATen headers the kernels need are included: a .cu including
+// torch/extension.h takes minutes to compile per architecture.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "ops/mix.h"
+
+namespace pyrobust {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+struct Compute {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
+
+template <typename T, typename A>
+__device__ __forceinline__ T store(A v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ uint8_t store<uint8_t, float>(float v) {
+  return static_cast<uint8_t>(fminf(fmaxf(v, 0.f), 255.f) + 0.5f);
+}
+
+struct Layout {
+  bool channels_last;
+  int64_t n, c, h, w;
+  int64_t rows() const { return channels_last ? h : c * h; }
+  int64_t inner() const { return channels_last ? w * c : w; }
+};
+
+// gy: (N, H); gx: (N, inner), the x-profile repeated per channel for channels-last rows.
+__global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode, int64_t n,
+                                int64_t h, int64_t w, int64_t reps, float* __restrict__ gy,
+                                float* __restrict__ gx) {
+  const int64_t per = h + w * reps;
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n * per;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = t / per;
+    const int64_t k = t % per;
+    const float* p = params + i * kMixParams;
+    if (k < h) {
+      gy[i * h + k] = mask_profile(mode, p, 1, k);
+    } else {
+      const int64_t j = k - h;
+      gx[i * w * reps + j] = mask_profile(mode, p, 0, j / reps);
+    }
+  }
+}
+
+template <typename T>
+__global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict__ partner,
+                           const float* __restrict__ gy, const float* __restrict__ gx,
+                           int64_t n, int64_t rows, int64_t inner, int64_t h, bool invert,
+                           bool use_fill, float fill, T* __restrict__ dst) {
+  using A = typename Compute<T>::type;
+  const A base = invert ? A(1) : A(0);
+  const A sign = invert ? A(-1) : A(1);
+  const int64_t sample = rows * inner;
+  const int64_t total = n * sample;
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = t / sample;
+    const int64_t within = t - i * sample;
+    const int64_t r = within / inner;
+    const int64_t k = within - r * inner;
+    const int64_t j = use_fill ? i : partner[i];
+    // A sample paired with itself is unmixed: g = 1 copies it bit for bit.
+    const A g = (!use_fill && j == i)
+                    ? A(1)
+                    : base + sign * static_cast<A>(gy[i * h + r % h]) * static_cast<A>(gx[i * inner + k]);
+    const A a = static_cast<A>(src[t]);
+    const A b = use_fill ? static_cast<A>(fill) : static_cast<A>(src[j * sample + within]);
+    dst[t] = store<T, A>(g * a + (A(1) - g) * b);  // exact copies at g = 0 and g = 1
+  }
+}
+
+int blocks_for(int64_t work) {
+  const int64_t sm = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t wanted = (work + kThreads - 1) / kThreads;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, sm * 32)));
+}
+
+Layout layout_of(const at::Tensor& images) {
+  const bool cl = !images.is_contiguous() &&
+                  images.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return {cl, images.size(0), images.size(1), images.size(2), images.size(3)};
+}
+
+void compute_profiles(const at::Tensor& params, MaskMode mode, const Layout& lay, at::Tensor& gy,
+                      at::Tensor& gx) {
+  const int64_t reps = lay.channels_last ? lay.c : 1;
+  gy = at::empty({lay.n, lay.h}, params.options());
+  gx = at::empty({lay.n, lay.w * reps}, params.options());
+  const int64_t work = lay.n * (lay.h + lay.w * reps);
+  if (work == 0) return;
+  profiles_kernel<<<blocks_for(work), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      params.data_ptr<float>(), mode, lay.n, lay.h, lay.w, reps, gy.data_ptr<float>(),
+      gx.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_in,
+                         const at::Tensor& params_in, c10::string_view mode_name, bool invert,
+                         std::optional<double> fill, at::Tensor& out) {
+  const std::string mode_str(mode_name);
+  check_mix_args(images_in, partner_in, params_in, mode_str);
+  const MaskMode mode = check_mix_params(params_in, mode_str, images_in.size(0));
+  c10::cuda::CUDAGuard guard(images_in.device());
+  const bool cl_in = !images_in.is_contiguous() &&
+                     images_in.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor images =
+      cl_in ? images_in : images_in.contiguous(images_in.suggest_memory_format());
+  const Layout lay = layout_of(images);
+  TORCH_CHECK(out.sizes() == images.sizes() && out.scalar_type() == images.scalar_type() &&
+                  out.device() == images.device(),
+              "out should match the images in shape, dtype and device");
+  TORCH_CHECK(out.is_contiguous(lay.channels_last ? at::MemoryFormat::ChannelsLast
+                                                  : at::MemoryFormat::Contiguous),
+              "out should be contiguous in the images' memory format");
+  TORCH_CHECK(images.numel() == 0 || out.data_ptr() != images.data_ptr(),
+              "out must not alias images: out[i] reads images[partner[i]]");
+  if (images.numel() == 0) return out;
+  const at::Tensor partner = partner_in.contiguous();
+  const at::Tensor params = params_in.contiguous();
+  at::Tensor gy, gx;
+  compute_profiles(params, mode, lay, gy, gx);
+  const int64_t total = images.numel();
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cuda", [&] {
+        mix_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
+                               at::cuda::getCurrentCUDAStream()>>>(
+            images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data_ptr<float>(),
+            gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h, invert,
+            fill.has_value(), static_cast<float>(fill.value_or(0.0)), out.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+  return out;
+}
+
+at::Tensor mix_cuda(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+                    c10::string_view mode, bool invert, std::optional<double> fill) {
+  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
+              "-D");
+  at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
+                                                 images.suggest_memory_format()));
+  return mix_out_cuda(images, partner, params, mode, invert, fill, out);
+}
+
+__global__ void outer_kernel(const float* __restrict__ gy, const float* __restrict__ gx,
+                             int64_t n, int64_t h, int64_t w, float base, float sign,
+                             float* __restrict__ masks) {
+  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n * h * w;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = t / (h * w);
+    const int64_t y = (t / w) % h;
+    const int64_t x = t % w;
+    masks[t] = base + sign * gy[i * h + y] * gx[i * w + x];
+  }
+}
+
+at::Tensor mix_mask_cuda(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
+                         int64_t height, int64_t width) {
+  TORCH_CHECK(height >= 0 && width >= 0, "height and width should be >= 0, got ", height, " and ",
+              width);
+  const MaskMode mode = check_mix_params(params_in, std::string(mode_name), params_in.size(0));
+  c10::cuda::CUDAGuard guard(params_in.device());
+  const at::Tensor params = params_in.contiguous();
+  const Layout lay{false, params.size(0), 1, height, width};
+  at::Tensor gy, gx;
+  compute_profiles(params, mode, lay, gy, gx);
+  at::Tensor masks = at::empty({lay.n, height, width}, params.options());
+  if (masks.numel() == 0) return masks;
+  outer_kernel<<<blocks_for(masks.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      gy.data_ptr<float>(), gx.data_ptr<float>(), lay.n, height, width, invert ? 1.f : 0.f,
+      invert ? -1.f : 1.f, masks.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return masks;
+}
+
+at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
+                           int64_t height, int64_t width) {
+  TORCH_CHECK(height > 0 && width > 0, "height and width should be > 0, got ", height, " and ",
+              width);
+  c10::cuda::CUDAGuard guard(params_in.device());
+  const at::Tensor params = params_in.contiguous();
+  const MaskMode mode = check_mix_params(params, std::string(mode_name), params.size(0));
+  const Layout lay{false, params.size(0), 1, height, width};
+  at::Tensor gy, gx;
+  compute_profiles(params, mode, lay, gy, gx);
+  // Reductions of N * (H + W) values: ATen's sums are plenty, and exact like the CPU path.
+  at::Tensor mean = gy.to(at::kDouble).sum(1).mul(gx.to(at::kDouble).sum(1)).div(
+      static_cast<double>(height) * width);
+  if (invert) mean = mean.neg().add(1.0);
+  return mean.to(at::kFloat);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyrobust, CUDA, m) {
+  m.impl("mix", &mix_cuda);
+  m.impl("mix.out", &mix_out_cuda);
+  m.impl("mix_mask", &mix_mask_cuda);
+  m.impl("mix_lambda", &mix_lambda_cuda);
+}
+
+}  // namespace pyrobust

@@ -1,0 +1,59 @@
+// pyrobust::mix family: schemas and the argument checks every backend relies on.
+//
+//   mix(images, partner, params, mode, invert, fill)
+//     out[i] = G_i * images[i] + (1 - G_i) * other_i,   other_i = images[partner[i]], or the
+//     constant `fill` when given; G_i from `params[i]` (see mix_profiles.h), inverted when
+//     `invert`. One pass over memory: G is computed per pixel from two 1-D profiles.
+//   mix_mask(params, mode, invert, height, width) -> (N, H, W) float32 masks (tests, gallery).
+//   mix_lambda(params, mode, invert, height, width) -> (N,) float32 mean of each mask, exact.
+#include "ops/mix.h"
+
+#include <torch/library.h>
+
+namespace pyrobust {
+
+MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int64_t n) {
+  TORCH_CHECK(params.dim() == 2 && params.size(1) == kMixParams,
+              "params should be a (N, ", kMixParams, ") tensor, got shape ", params.sizes());
+  TORCH_CHECK(params.scalar_type() == at::kFloat, "params should be float32, got ",
+              params.scalar_type());
+  TORCH_CHECK(params.size(0) == n, "params should have one row per image (", n, "), got ",
+              params.size(0));
+  if (mode == "gaussian") return MaskMode::kGaussian;
+  if (mode == "trapezoid") return MaskMode::kTrapezoid;
+  if (mode == "constant") return MaskMode::kConstant;
+  TORCH_CHECK_VALUE(false, "mode should be 'gaussian', 'trapezoid' or 'constant', got '", mode,
+                    "'");
+}
+
+void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+                    const std::string& mode) {
+  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
+              "-D");
+  const auto dtype = images.scalar_type();
+  TORCH_CHECK(dtype == at::kByte || dtype == at::kHalf || dtype == at::kBFloat16 ||
+                  dtype == at::kFloat || dtype == at::kDouble,
+              "images should be uint8, float16, bfloat16, float32 or float64, got ", dtype);
+  const int64_t n = images.size(0);
+  TORCH_CHECK(partner.dim() == 1 && partner.size(0) == n,
+              "partner should be a 1-D tensor of length ", n, ", got shape ", partner.sizes());
+  TORCH_CHECK(partner.scalar_type() == at::kLong, "partner should be int64, got ",
+              partner.scalar_type());
+  TORCH_CHECK(partner.device() == images.device() && params.device() == images.device(),
+              "images, partner and params should be on one device, got ", images.device(), ", ",
+              partner.device(), " and ", params.device());
+  check_mix_params(params, mode, n);
+}
+
+TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
+  m.def(
+      "mix(Tensor images, Tensor partner, Tensor params, str mode, bool invert, float? fill)"
+      " -> Tensor");
+  m.def(
+      "mix.out(Tensor images, Tensor partner, Tensor params, str mode, bool invert, float? fill,"
+      " *, Tensor(a!) out) -> Tensor(a!)");
+  m.def("mix_mask(Tensor params, str mode, bool invert, int height, int width) -> Tensor");
+  m.def("mix_lambda(Tensor params, str mode, bool invert, int height, int width) -> Tensor");
+}
+
+}  // namespace pyrobust

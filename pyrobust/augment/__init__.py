@@ -1,0 +1,11 @@
+"""Fused batch-mixing augmentation: SmoothMix (circle, square), CutMix, MixUp, Cutout.
+
+Each mixer is configured in its constructor and called as ``mixer(images, labels) ->
+(images, targets)``, like timm's ``Mixup`` and torchvision's ``v2.CutMix``; ``MixCollate``
+runs one inside DataLoader workers. See ``pyrobust.augment.mixers`` for the mask definitions.
+"""
+
+from pyrobust.augment.collate import MixCollate
+from pyrobust.augment.mixers import BatchMixer, CutMix, Cutout, MixOutput, MixUp, SmoothMix
+
+__all__ = ["BatchMixer", "CutMix", "Cutout", "MixCollate", "MixOutput", "MixUp", "SmoothMix"]

@@ -1,0 +1,413 @@
+"""Batch mixers: SmoothMix (soft circle and square masks), CutMix, MixUp and Cutout.
+
+One convention everywhere (SmoothMix, Lee et al., CVPRW 2020; REFERENCES.md §1):
+
+    out[i]     = G_i * x[i] + (1 - G_i) * x[j]            j = partner of i
+    targets[i] = lam_i * onehot(y[i]) + (1 - lam_i) * onehot(y[j]),   lam_i = mean(G_i)
+
+with ``lam_i`` the mean of the mask actually applied to ``x[i]`` (a published
+re-implementation weighted the wrong label). Every mask is separable,
+``G = gy(y) * gx(x)`` (or ``1 - gy * gx``), so the mixing op computes it per pixel from two
+1-D profiles in the same pass that blends the images, and ``lam`` is exact in O(H + W).
+
+Masks, with pixel (h, w) at continuous coordinates (w + 0.5, h + 0.5):
+
+- SmoothMix circle: ``G = exp(-(x - cx)^2 / (2 sx^2) - (y - cy)^2 / (2 sy^2))``, peak 1, centre
+  uniform over the image, ``sx = s W``, ``sy = s H``, ``s ~ U(0.25, 0.5)`` (``ellipse=True`` draws
+  an independent ``s`` per axis).
+- SmoothMix square: the product of two 1-D trapezoids. Along x: 1 on the plateau
+  ``|x - cx| <= s W / 2``, falling linearly to 0 at ``|x - cx| = s W / 2 + k W``
+  (``s ~ U(0, 1)``, smooth edge ``k = 0.2``); likewise along y with H.
+- CutMix: a hard box of area ``(1 - lam0) H W`` for ``lam0 ~ Beta(alpha, alpha)``, centre uniform
+  (timm's ``rand_bbox``), clipped to the image; ``G = 1 - box`` so the partner is pasted into the
+  box, and ``lam`` is corrected to the clipped box (timm's ``correct_lam``).
+- MixUp: constant ``G = lam ~ Beta(alpha, alpha)``.
+- Cutout: ``G = 1 - box`` against a constant fill; targets are the sample's own label.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from pyrobust.ops import mix as mix_ops
+
+PAIRINGS = ("permute", "flip", "roll")
+
+
+class MixOutput(NamedTuple):
+    """Everything one mixing call decided and produced.
+
+    ``images``: ``(N, C, H, W)`` in the input's dtype; ``targets``: ``(N, num_classes)`` float32;
+    ``lam``: ``(N,)`` float32 weight of each sample's own label (1 for unmixed samples);
+    ``partner``: ``(N,)`` int64; ``params``: ``(N, 6)`` float32 mask parameters.
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    lam: torch.Tensor
+    partner: torch.Tensor
+    params: torch.Tensor
+
+
+def _check_probability(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} should be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_range(name: str, value: Sequence[float], low: float, high: float) -> tuple:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} should be a pair (low, high), got {value!r}") from None
+    if not low <= lo <= hi <= high:
+        raise ValueError(f"{name} should satisfy {low} <= low <= high <= {high}, got {value!r}")
+    return lo, hi
+
+
+class BatchMixer(abc.ABC):
+    """Shared machinery: argument checks, partner choice, sampling with a generator, targets.
+
+    Subclasses define how mask parameters are drawn (``_draw``) and which mask family the op uses.
+    """
+
+    mode: str = "gaussian"
+    invert: bool = False
+    mixes_labels: bool = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        p: float = 1.0,
+        per_sample: bool = True,
+        label_smoothing: float = 0.0,
+        pairing: str = "permute",
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes should be a positive int, got {num_classes!r}")
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing should be one of {PAIRINGS}, got {pairing!r}")
+        if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing should be in [0, 1), got {label_smoothing!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator should be a torch.Generator, got {type(generator).__name__}")
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(
+                f"generator should be a CPU torch.Generator (parameters are drawn on the CPU), "
+                f"got one on {generator.device}"
+            )
+        self.num_classes = num_classes
+        self.p = _check_probability("p", p)
+        self.per_sample = bool(per_sample)
+        self.label_smoothing = float(label_smoothing)
+        self.pairing = pairing
+        self.generator = generator
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def _uniform(self, n: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
+        return low + (high - low) * u
+
+    def _beta(self, alpha: float, n: int) -> torch.Tensor:
+        # torch has no generator-aware Beta sampler: derive a numpy stream from the generator so
+        # one seed still fixes every draw.
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        return torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=n))
+
+    @abc.abstractmethod
+    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+        """``(n, 6)`` float64 mask parameters for ``n`` independent samples."""
+
+    def _partner(self, n: int) -> torch.Tensor:
+        if self.pairing == "permute":
+            return torch.randperm(n, generator=self.generator)
+        if self.pairing == "flip":
+            return torch.arange(n - 1, -1, -1)
+        return (torch.arange(n) - 1) % max(n, 1)  # roll(1): sample i mixes with i - 1
+
+    def sample(self, n: int, height: int, width: int) -> tuple:
+        """Draw ``(partner, params, active)`` for a batch of ``n`` images of ``height x width``."""
+        if self.per_sample:
+            params = self._draw(n, height, width)
+            active = self._uniform(n) < self.p if self.p < 1.0 else torch.ones(n, dtype=torch.bool)
+        else:
+            params = self._draw(1, height, width).expand(n, -1).clone()
+            mixed = bool(self._uniform(1)[0] < self.p) if self.p < 1.0 else True
+            active = torch.full((n,), mixed, dtype=torch.bool)
+        partner = self._partner(n)
+        inactive = ~active
+        if inactive.any():
+            # An unmixed sample pairs with itself, which the kernel copies exactly; Cutout has no
+            # partner, so its unmixed samples get an empty box (all-zero trapezoid parameters).
+            partner[inactive] = torch.arange(n)[inactive]
+            if not self.mixes_labels:
+                params[inactive] = 0.0
+        return partner, params.to(torch.float32), active
+
+    # -- validation ----------------------------------------------------------------------------
+
+    def _check_inputs(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images should be a torch.Tensor, got {type(images).__name__}")
+        if images.dim() != 4:
+            raise ValueError(f"images should be 4-D (N, C, H, W), got shape {tuple(images.shape)}")
+        if images.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise TypeError(
+                f"images should be uint8, float16, bfloat16, float32 or float64, got {images.dtype}"
+            )
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels should be a torch.Tensor, got {type(labels).__name__}")
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"labels should be 1-D of length N={images.shape[0]}, got shape {tuple(labels.shape)}"
+            )
+        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+            raise TypeError(f"labels should be an integer tensor of class ids, got {labels.dtype}")
+        if labels.numel():
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= self.num_classes:
+                bad = low if low < 0 else high
+                raise ValueError(f"labels should be in [0, num_classes={self.num_classes}), got {bad}")
+
+    # -- mixing --------------------------------------------------------------------------------
+
+    def _fill(self) -> Optional[float]:
+        return None
+
+    def _targets(self, labels: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, device) -> torch.Tensor:
+        k = self.num_classes
+        labels = labels.to(device=device, dtype=torch.long)
+        eye = torch.full((labels.shape[0], k), self.label_smoothing / k, dtype=torch.float32, device=device)
+        own = eye.scatter_add(1, labels[:, None], torch.full_like(labels[:, None], 1 - self.label_smoothing, dtype=torch.float32))
+        if not self.mixes_labels:
+            return own
+        lam = lam.to(device)[:, None]
+        return lam * own + (1 - lam) * own[partner.to(device)]
+
+    def mix(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None) -> MixOutput:
+        """Mix a batch and return everything that was decided (see ``MixOutput``).
+
+        Args:
+            images: ``(N, C, H, W)`` uint8 / float16 / bfloat16 / float32 / float64, any device,
+                contiguous or channels_last.
+            labels: ``(N,)`` integer class ids in ``[0, num_classes)``.
+            out: optional preallocated output (same shape, dtype, memory format; not ``images``).
+        """
+        self._check_inputs(images, labels)
+        n, _, height, width = images.shape
+        partner, params, active = self.sample(n, height, width)
+        if n and height and width:
+            lam = mix_ops.mix_lambda(params, self.mode, self.invert, height, width)
+        else:
+            lam = torch.ones(n, dtype=torch.float32)
+        lam = torch.where(active, lam, torch.ones_like(lam)) if self.mixes_labels else torch.ones_like(lam)
+        device = images.device
+        partner_d = partner.to(device, non_blocking=True)
+        params_d = params.to(device, non_blocking=True)
+        mixed = mix_ops.mix(images, partner_d, params_d, self.mode, self.invert, self._fill(), out=out)
+        targets = self._targets(labels, partner, lam, device)
+        return MixOutput(mixed, targets, lam, partner, params)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None):
+        """``(images, labels) -> (mixed images, float32 (N, num_classes) targets)``."""
+        result = self.mix(images, labels, out=out)
+        return result.images, result.targets
+
+    def _extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        extra = self._extra_repr()
+        return (
+            f"{type(self).__name__}(num_classes={self.num_classes}{', ' + extra if extra else ''}, "
+            f"p={self.p}, per_sample={self.per_sample}, label_smoothing={self.label_smoothing}, "
+            f"pairing={self.pairing!r})"
+        )
+
+
+class SmoothMix(BatchMixer):
+    """SmoothMix: blend each image with its partner through a soft-edged mask.
+
+    Args:
+        num_classes: number of classes K of the one-hot targets.
+        mode: ``"circle"`` (Gaussian blob) or ``"square"`` (product of two 1-D trapezoids).
+        sigma_range: circle only, range of ``s`` with ``sigma = s * size`` (default (0.25, 0.5)).
+        ellipse: circle only, draw ``s`` independently for x and y.
+        size_range: square only, range of the plateau's side as a fraction of the image
+            (default (0, 1)).
+        smooth: square only, width of the linear edge as a fraction of the image (default 0.2).
+        p, per_sample, label_smoothing, pairing, generator: see ``BatchMixer``.
+
+    Call: ``mixer(images (N, C, H, W), labels (N,)) -> (images, targets (N, K) float32)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        mode: str = "circle",
+        *,
+        sigma_range: Sequence[float] = (0.25, 0.5),
+        ellipse: bool = False,
+        size_range: Sequence[float] = (0.0, 1.0),
+        smooth: float = 0.2,
+        **kwargs,
+    ) -> None:
+        super().__init__(num_classes, **kwargs)
+        if mode not in ("circle", "square"):
+            raise ValueError(f"mode should be 'circle' or 'square', got {mode!r}")
+        lo, hi = _check_range("sigma_range", sigma_range, 0.0, math.inf)
+        if lo <= 0.0:
+            raise ValueError(f"sigma_range should be positive, got {sigma_range!r}")
+        self.sigma_range = (lo, hi)
+        self.size_range = _check_range("size_range", size_range, 0.0, 1.0)
+        if not isinstance(smooth, (int, float)) or not smooth > 0.0:
+            raise ValueError(f"smooth should be a positive fraction of the image size, got {smooth!r}")
+        self.smooth = float(smooth)
+        self.ellipse = bool(ellipse)
+        self.shape = mode
+        self.mode = "gaussian" if mode == "circle" else "trapezoid"
+
+    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+        params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
+        params[:, 0] = self._uniform(n, 0.0, width)
+        params[:, 1] = self._uniform(n, 0.0, height)
+        if self.shape == "circle":
+            s = self._uniform(n, *self.sigma_range)
+            sy = self._uniform(n, *self.sigma_range) if self.ellipse else s
+            params[:, 2] = s * width
+            params[:, 3] = sy * height
+        else:
+            s = self._uniform(n, *self.size_range)
+            params[:, 2] = s * width / 2
+            params[:, 3] = s * height / 2
+            params[:, 4] = self.smooth * width
+            params[:, 5] = self.smooth * height
+        return params
+
+    def _extra_repr(self) -> str:
+        if self.shape == "circle":
+            return f"mode='circle', sigma_range={self.sigma_range}, ellipse={self.ellipse}"
+        return f"mode='square', size_range={self.size_range}, smooth={self.smooth}"
+
+
+def _box_params(n: int, height: int, width: int, cut_h: torch.Tensor, cut_w: torch.Tensor,
+                cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    """Hard boxes centred at integer pixels, clipped to the image (timm's ``rand_bbox``)."""
+    y0 = (cy - cut_h // 2).clamp(0, height)
+    y1 = (cy + cut_h // 2).clamp(0, height)
+    x0 = (cx - cut_w // 2).clamp(0, width)
+    x1 = (cx + cut_w // 2).clamp(0, width)
+    params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
+    params[:, 0] = (x0 + x1) / 2
+    params[:, 1] = (y0 + y1) / 2
+    params[:, 2] = (x1 - x0) / 2
+    params[:, 3] = (y1 - y0) / 2
+    return params  # edge widths 0: a hard box
+
+
+class CutMix(BatchMixer):
+    """CutMix: paste a box of the partner image, ``lam`` corrected to the clipped box.
+
+    Args:
+        num_classes: number of classes K.
+        alpha: Beta(alpha, alpha) concentration of the uncorrected ``lam`` (default 1.0).
+        p, per_sample, label_smoothing, pairing, generator: see ``BatchMixer``.
+    """
+
+    mode = "trapezoid"
+    invert = True
+
+    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs) -> None:
+        super().__init__(num_classes, **kwargs)
+        if not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"alpha should be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+        lam = self._beta(self.alpha, n)
+        ratio = torch.sqrt(1.0 - lam)
+        cut_h = torch.floor(height * ratio)
+        cut_w = torch.floor(width * ratio)
+        cy = torch.floor(self._uniform(n) * height)
+        cx = torch.floor(self._uniform(n) * width)
+        return _box_params(n, height, width, cut_h, cut_w, cy, cx)
+
+    def _extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class MixUp(BatchMixer):
+    """MixUp: blend whole images with a constant ``lam ~ Beta(alpha, alpha)``.
+
+    Args:
+        num_classes: number of classes K.
+        alpha: Beta concentration (default 1.0).
+        p, per_sample, label_smoothing, pairing, generator: see ``BatchMixer``.
+    """
+
+    mode = "constant"
+
+    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs) -> None:
+        super().__init__(num_classes, **kwargs)
+        if not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"alpha should be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+        params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
+        params[:, 0] = self._beta(self.alpha, n)
+        return params
+
+    def _extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Cutout(BatchMixer):
+    """Cutout: fill a square box with a constant; targets stay the sample's own label.
+
+    Args:
+        num_classes: number of classes K.
+        size: side of the box, a fraction of each image side (float in (0, 1]) or pixels (int).
+        fill: the value written into the box (in the images' units: 0-255 for uint8).
+        p, per_sample, label_smoothing, generator: see ``BatchMixer`` (no partner is used).
+    """
+
+    mode = "trapezoid"
+    invert = True
+    mixes_labels = False
+
+    def __init__(self, num_classes: int, size: Union[float, int] = 0.5, fill: float = 0.0, **kwargs) -> None:
+        super().__init__(num_classes, **kwargs)
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0:
+            raise ValueError(f"size should be a positive fraction or a pixel count, got {size!r}")
+        if isinstance(size, float) and size > 1.0:
+            raise ValueError(f"size as a fraction should be in (0, 1], got {size!r}")
+        if not isinstance(fill, (int, float)) or not math.isfinite(fill):
+            raise ValueError(f"fill should be a finite number, got {fill!r}")
+        self.size = size
+        self.fill = float(fill)
+
+    def _fill(self) -> Optional[float]:
+        return self.fill
+
+    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+        if isinstance(self.size, float):
+            cut_h = torch.full((n,), float(math.floor(self.size * height)), dtype=torch.float64)
+            cut_w = torch.full((n,), float(math.floor(self.size * width)), dtype=torch.float64)
+        else:
+            cut_h = torch.full((n,), float(self.size), dtype=torch.float64)
+            cut_w = torch.full((n,), float(self.size), dtype=torch.float64)
+        cy = torch.floor(self._uniform(n) * height)
+        cx = torch.floor(self._uniform(n) * width)
+        return _box_params(n, height, width, cut_h, cut_w, cy, cx)
+
+    def _extra_repr(self) -> str:
+        return f"size={self.size}, fill={self.fill}"

@@ -1,0 +1,104 @@
+"""Typed wrappers over the fused mixing ops, with their fake kernels and autograd formula.
+
+``mix`` computes, in one pass over memory,
+
+    out[i] = G_i * images[i] + (1 - G_i) * other_i,   other_i = images[partner[i]] or ``fill``
+
+where ``G_i = base + sign * gy_i(y) * gx_i(x)`` is a separable mask whose two 1-D profiles come
+from six float parameters per sample (layout in ``csrc/ops/mix_profiles.h``; ``MASK_MODES``
+names the profile families). ``invert=True`` uses ``1 - gy * gx``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from pyrobust.ops import _library  # noqa: F401  (loads the compiled core)
+
+MASK_MODES = ("gaussian", "trapezoid", "constant")
+MIX_PARAMS = 6
+
+_ops = torch.ops.pyrobust
+
+
+def mix(
+    images: torch.Tensor,
+    partner: torch.Tensor,
+    params: torch.Tensor,
+    mode: str,
+    invert: bool = False,
+    fill: Optional[float] = None,
+    *,
+    out: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Mix each image with its partner (or a constant) through a separable mask.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8, float16, bfloat16, float32 or float64, contiguous or
+            channels_last, CPU or CUDA.
+        partner: ``(N,)`` int64 on the images' device, ``partner[i]`` in ``[0, N)``; ignored
+            when ``fill`` is given.
+        params: ``(N, 6)`` float32 mask parameters on the images' device.
+        mode: ``"gaussian"``, ``"trapezoid"`` or ``"constant"``.
+        invert: mask ``1 - gy * gx`` instead of ``gy * gx``.
+        fill: mix with this constant instead of a partner image (Cutout).
+        out: optional preallocated output, same shape, dtype and memory format as ``images``
+            and not aliasing them; reusing one avoids a fresh allocation per batch.
+
+    Returns:
+        ``(N, C, H, W)`` in the images' dtype and memory format (uint8 rounded to nearest).
+        Differentiable with respect to ``images`` (float dtypes) when ``out`` is not given.
+    """
+    if out is not None:
+        return _ops.mix.out(images, partner, params, mode, invert, fill, out=out)
+    return _ops.mix(images, partner, params, mode, invert, fill)
+
+
+def mix_mask(params: torch.Tensor, mode: str, invert: bool, height: int, width: int) -> torch.Tensor:
+    """The masks ``G`` that ``mix`` applies, materialised: ``(N, H, W)`` float32."""
+    return _ops.mix_mask(params, mode, invert, height, width)
+
+
+def mix_lambda(params: torch.Tensor, mode: str, invert: bool, height: int, width: int) -> torch.Tensor:
+    """``mean(G_i)`` per sample, exact from the two 1-D profiles: ``(N,)`` float32."""
+    return _ops.mix_lambda(params, mode, invert, height, width)
+
+
+@torch.library.register_fake("pyrobust::mix")
+def _mix_fake(images, partner, params, mode, invert, fill):
+    torch._check(images.dim() == 4, lambda: f"images should be 4-D, got {images.dim()}-D")
+    return torch.empty_like(images, memory_format=torch._prims_common.suggest_memory_format(images))
+
+
+@torch.library.register_fake("pyrobust::mix_mask")
+def _mix_mask_fake(params, mode, invert, height, width):
+    return params.new_empty((params.shape[0], height, width))
+
+
+@torch.library.register_fake("pyrobust::mix_lambda")
+def _mix_lambda_fake(params, mode, invert, height, width):
+    return params.new_empty((params.shape[0],))
+
+
+def _mix_setup_context(ctx, inputs, output):
+    images, partner, params, mode, invert, fill = inputs
+    ctx.save_for_backward(partner, params)
+    ctx.mode, ctx.invert, ctx.fill = mode, invert, fill
+
+
+def _mix_backward(ctx, grad):
+    # d out[i] / d images[i] = G_i and d out[i] / d images[partner[i]] = 1 - G_i: both are the
+    # mix op itself applied to the incoming gradient with a zero "other" (fill = 0), the second
+    # with the mask inverted, then scattered to the partners.
+    partner, params = ctx.saved_tensors
+    grad = grad.contiguous(memory_format=torch._prims_common.suggest_memory_format(grad))
+    grad_images = _ops.mix(grad, partner, params, ctx.mode, ctx.invert, 0.0)
+    if ctx.fill is None:
+        to_partner = _ops.mix(grad, partner, params, ctx.mode, not ctx.invert, 0.0)
+        grad_images = grad_images.index_add(0, partner, to_partner)
+    return grad_images, None, None, None, None, None
+
+
+torch.library.register_autograd("pyrobust::mix", _mix_backward, setup_context=_mix_setup_context)
