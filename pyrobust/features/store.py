@@ -1,0 +1,173 @@
+"""On-disk layout of a feature cache and its integrity checks.
+
+A cache is a directory::
+
+    key.json                 what determines the content (weights / dataset fingerprints, transform, layer, dtype,
+                             format version) plus the layout (n, dim, chunk size); written atomically at creation
+    features.npy             (N, D) float16/float32/float64, raw .npy preallocated and filled as a memory map
+    labels.npy               (N,) int64
+    progress-rank<r>.jsonl   one line {"chunk": i, "checksum": hex} appended (and flushed) after each chunk
+    manifest.json            written last, by an atomic rename: its presence means the cache is complete
+
+Chunk ``i`` holds rows ``[i * chunk_size, min((i + 1) * chunk_size, N))``; its checksum is blake2b over those feature
+rows and labels. No pickle anywhere: only ``.npy`` headers, raw bytes and JSON.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from typing import Iterable
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+KEY_FILE = "key.json"
+MANIFEST_FILE = "manifest.json"
+FEATURES_FILE = "features.npy"
+LABELS_FILE = "labels.npy"
+PROGRESS_GLOB = "progress-rank*.jsonl"
+
+_KEY_FIELDS = ("format_version", "weights", "dataset_len", "dataset_sample", "transform", "layer", "dtype")
+
+
+class CacheKeyMismatch(ValueError):
+    """The cache directory holds features computed for a different model / dataset / layer / dtype."""
+
+
+class CacheCorrupted(ValueError):
+    """A stored chunk does not match its checksum (or a file has the wrong shape)."""
+
+
+def atomic_write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def check_key(path: str, stored: dict, wanted: dict) -> None:
+    """Raise :class:`CacheKeyMismatch` naming each field that differs."""
+    diff = [f for f in _KEY_FIELDS if stored.get(f) != wanted.get(f)]
+    if diff:
+        lines = "; ".join(f"{f}: stored {stored.get(f)!r} vs requested {wanted.get(f)!r}" for f in diff)
+        raise CacheKeyMismatch(
+            f"feature cache at {path!r} was computed with a different key ({lines}); "
+            "use another path or delete the directory to recompute"
+        )
+
+
+def chunk_bounds(chunk: int, chunk_size: int, n: int) -> tuple[int, int]:
+    start = chunk * chunk_size
+    return start, min(start + chunk_size, n)
+
+
+def chunk_checksum(features: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(features).data)
+    h.update(np.ascontiguousarray(labels).data)
+    return h.hexdigest()
+
+
+def read_progress(path: str) -> dict[int, str]:
+    """Completed chunks recorded by any rank; a torn last line (killed mid-write) is ignored."""
+    done: dict[int, str] = {}
+    for fn in sorted(glob.glob(os.path.join(path, PROGRESS_GLOB))):
+        with open(fn) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    done[int(rec["chunk"])] = str(rec["checksum"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return done
+
+
+def open_arrays(path: str, layout: dict, mode: str = "r") -> tuple[np.memmap, np.memmap]:
+    """Open features and labels as memory maps and check their shapes against ``layout``."""
+    feats = np.load(os.path.join(path, FEATURES_FILE), mmap_mode=mode)
+    labels = np.load(os.path.join(path, LABELS_FILE), mmap_mode=mode)
+    want = (int(layout["n"]), int(layout["dim"]))
+    if feats.shape != want or str(feats.dtype) != layout["dtype"] or labels.shape != (want[0],):
+        raise CacheCorrupted(
+            f"feature cache at {path!r}: files have shapes {feats.shape} {feats.dtype} / {labels.shape}, "
+            f"expected {want} {layout['dtype']} / ({want[0]},)"
+        )
+    return feats, labels
+
+
+def create_arrays(path: str, n: int, dim: int, dtype: str) -> None:
+    f = np.lib.format.open_memmap(os.path.join(path, FEATURES_FILE), mode="w+", dtype=dtype, shape=(n, dim))
+    lab = np.lib.format.open_memmap(os.path.join(path, LABELS_FILE), mode="w+", dtype=np.int64, shape=(n,))
+    del f, lab
+
+
+def bad_chunks(feats: np.ndarray, labels: np.ndarray, checksums: dict[int, str], chunk_size: int,
+               chunks: Iterable[int] | None = None) -> list[int]:
+    """Chunks (among ``chunks``, default all recorded) whose data no longer match their checksum."""
+    n = feats.shape[0]
+    out = []
+    for c in sorted(checksums if chunks is None else chunks):
+        a, b = chunk_bounds(c, chunk_size, n)
+        if checksums.get(c) != chunk_checksum(feats[a:b], labels[a:b]):
+            out.append(c)
+    return out
+
+
+class FeatureCache:
+    """A completed feature cache on disk.
+
+    Attributes:
+        path: the cache directory.
+        features: ``(N, D)`` read-only ``np.memmap`` (float16 by default); never loaded whole.
+        labels: ``(N,)`` int64 read-only ``np.memmap``.
+        key: the dict that determined the content (see :mod:`pyrobust.features.store`).
+    """
+
+    def __init__(self, path: str, manifest: dict, features: np.memmap, labels: np.memmap):
+        self.path = path
+        self.manifest = manifest
+        self.key = {k: manifest[k] for k in _KEY_FIELDS}
+        self.features = features
+        self.labels = labels
+
+    @classmethod
+    def open(cls, path: str, *, verify: bool = True) -> "FeatureCache":
+        """Open a finished cache. With ``verify`` every chunk is checked against its checksum, streaming chunk by
+        chunk; a mismatch raises :class:`CacheCorrupted` (``extract_features`` instead recomputes such chunks)."""
+        manifest = read_json(os.path.join(path, MANIFEST_FILE))
+        if manifest is None:
+            raise FileNotFoundError(f"no finished feature cache at {path!r} (missing {MANIFEST_FILE})")
+        feats, labels = open_arrays(path, manifest, "r")
+        if verify:
+            sums = {i: s for i, s in enumerate(manifest["checksums"])}
+            bad = bad_chunks(feats, labels, sums, int(manifest["chunk_size"]))
+            if bad:
+                raise CacheCorrupted(
+                    f"feature cache at {path!r}: chunk(s) {bad[:10]} (chunk size {manifest['chunk_size']}) fail "
+                    "their checksum; rerun extract_features to recompute them or delete the directory"
+                )
+        return cls(path, manifest, feats, labels)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def __repr__(self) -> str:
+        return f"FeatureCache(path={self.path!r}, n={len(self)}, dim={self.feature_dim}, dtype={self.features.dtype})"
