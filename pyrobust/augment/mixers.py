@@ -183,14 +183,20 @@ class BatchMixer(abc.ABC):
         return None
 
     def _targets(self, labels: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, device) -> torch.Tensor:
-        k = self.num_classes
+        # One fill of the (N, K) smoothing floor and two scatters of N values: the targets cost
+        # O(N K) writes once, not several full-size temporaries.
+        n, k = labels.shape[0], self.num_classes
         labels = labels.to(device=device, dtype=torch.long)
-        eye = torch.full((labels.shape[0], k), self.label_smoothing / k, dtype=torch.float32, device=device)
-        own = eye.scatter_add(1, labels[:, None], torch.full_like(labels[:, None], 1 - self.label_smoothing, dtype=torch.float32))
+        rows = torch.arange(n, device=device)
+        keep = 1.0 - self.label_smoothing
+        targets = torch.full((n, k), self.label_smoothing / k, dtype=torch.float32, device=device)
         if not self.mixes_labels:
-            return own
-        lam = lam.to(device)[:, None]
-        return lam * own + (1 - lam) * own[partner.to(device)]
+            targets.index_put_((rows, labels), torch.full((n,), keep, device=device), accumulate=True)
+            return targets
+        lam = lam.to(device=device, dtype=torch.float32)
+        targets.index_put_((rows, labels), lam * keep, accumulate=True)
+        targets.index_put_((rows, labels[partner.to(device)]), (1.0 - lam) * keep, accumulate=True)
+        return targets
 
     def mix(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None) -> MixOutput:
         """Mix a batch and return everything that was decided (see ``MixOutput``).

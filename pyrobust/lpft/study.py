@@ -41,6 +41,7 @@ class LPFTStudy:
     rows: list[dict]
     runs: list[dict] = field(default_factory=list)
     ood_names: list[str] = field(default_factory=list)
+    probe: object = None  # the LP probe's SweepResult (regularisation path), when LP ran
 
     def row(self, method: str) -> dict:
         for r in self.rows:
@@ -166,7 +167,7 @@ def run_lpft(
                    procrustes_ood=float(np.mean([c["procrustes_distance"] for c in oods])))
 
     try:
-        lp_head = None
+        lp_head = sweep = None
         if "lp" in methods or "lpft" in methods:
             kw = dict(batch_size=train.batch_size, device=device, progress=progress)
             c_train = extract_features(pretrained, _sequential(train), os.path.join(root, "train"), **kw)
@@ -201,4 +202,4 @@ def run_lpft(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return LPFTStudy(rows=rows, runs=runs, ood_names=ood_names)
+    return LPFTStudy(rows=rows, runs=runs, ood_names=ood_names, probe=sweep)

@@ -1,0 +1,158 @@
+"""Batch mixing throughput: pyrobust beside timm, torchvision, kornia and plain PyTorch.
+
+Every row mixes the same batch (default 64 x 3 x 224 x 224) in one process and reports images/s
+for the whole call, targets included, and its ratio to the memory-bandwidth ceiling: a two-input
+``torch.lerp`` into a preallocated output over the same bytes (read two batches, write one),
+which is what a one-pass mix must at least do.
+
+    python benchmarks/bench_mix.py [--batch 64] [--size 224] [--device cpu|cuda] [--min-time 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+
+import torch
+
+from pyrobust.augment import CutMix, Cutout, MixUp, SmoothMix
+
+
+def measure(fn, min_time: float, device: str) -> float:
+    """Seconds per call: median of repeated timed blocks after a warm-up."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    fn()
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    once = max(time.perf_counter() - start, 1e-6)
+    per_block = max(1, int(0.1 / once))
+    blocks = []
+    deadline = time.perf_counter() + min_time
+    while time.perf_counter() < deadline or len(blocks) < 5:
+        t0 = time.perf_counter()
+        for _ in range(per_block):
+            fn()
+        sync()
+        blocks.append((time.perf_counter() - t0) / per_block)
+    blocks.sort()
+    return blocks[len(blocks) // 2]
+
+
+def plain_smoothmix_circle(x: torch.Tensor, y: torch.Tensor, num_classes: int):
+    """SmoothMix circle written the obvious way in PyTorch: a full (N, 1, H, W) mask per call."""
+    n, _, h, w = x.shape
+    perm = torch.randperm(n, device=x.device)
+    cx = torch.rand(n, 1, 1, 1, device=x.device) * w
+    cy = torch.rand(n, 1, 1, 1, device=x.device) * h
+    s = 0.25 + 0.25 * torch.rand(n, 1, 1, 1, device=x.device)
+    xs = torch.arange(w, device=x.device).view(1, 1, 1, w) + 0.5
+    ys = torch.arange(h, device=x.device).view(1, 1, h, 1) + 0.5
+    g = torch.exp(-((xs - cx) ** 2) / (2 * (s * w) ** 2) - ((ys - cy) ** 2) / (2 * (s * h) ** 2))
+    out = g * x + (1 - g) * x[perm]
+    lam = g.mean((1, 2, 3))
+    onehot = torch.nn.functional.one_hot(y, num_classes).float()
+    return out, lam[:, None] * onehot + (1 - lam[:, None]) * onehot[perm]
+
+
+def incumbents(x, y, k):
+    """(name, callable) for each incumbent that is installed."""
+    rows = []
+    try:
+        from timm.data import Mixup
+
+        for mode in ("batch", "elem"):
+            mixer = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode=mode, label_smoothing=0.0, num_classes=k)
+            rows.append((f"timm Mixup cutmix ({mode})", lambda m=mixer: m(x.clone(), y)))
+    except ImportError:
+        print("timm not installed: its rows are left out", file=sys.stderr)
+    try:
+        from torchvision.transforms import v2
+
+        cm, mu = v2.CutMix(num_classes=k), v2.MixUp(num_classes=k)
+        rows.append(("torchvision v2 CutMix (batch)", lambda: cm(x, y)))
+        rows.append(("torchvision v2 MixUp (batch)", lambda: mu(x, y)))
+    except ImportError:
+        print("torchvision not installed: its rows are left out", file=sys.stderr)
+    try:
+        import kornia.augmentation as K
+
+        kc = K.RandomCutMixV2(data_keys=["input", "class"])
+        rows.append(("kornia RandomCutMixV2 (sample)", lambda: kc(x, y)))
+    except ImportError:
+        print("kornia not installed: its rows are left out", file=sys.stderr)
+    rows.append(("plain PyTorch SmoothMix circle (sample)", lambda: plain_smoothmix_circle(x, y, k)))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per row")
+    parser.add_argument("--quick", action="store_true", help="pyrobust rows and the ceiling only")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA device")
+    warnings.filterwarnings("ignore")
+    torch.manual_seed(0)
+    dev, n, k = args.device, args.batch, args.classes
+    shape = (n, 3, args.size, args.size)
+    x32 = torch.rand(shape, device=dev)
+    x8 = (x32 * 255).to(torch.uint8)
+    y = torch.randint(0, k, (n,), device=dev)
+
+    rows = []  # (name, dtype, seconds per call)
+    other, out32, out8 = torch.rand(shape, device=dev), torch.empty_like(x32), torch.empty_like(x8)
+    rows.append(("ceiling: torch.lerp(a, b, w, out=)", "float32", measure(lambda: torch.lerp(x32, other, 0.5, out=out32), args.min_time, dev)))
+    other8 = (other * 255).to(torch.uint8)
+    # uint8 has no lerp: a copy of two inputs' worth of bytes bounds it the same way.
+    rows.append(("ceiling: uint8 read 2 / write 1 (add, out=)", "uint8", measure(lambda: torch.add(x8, other8, out=out8), args.min_time, dev)))
+
+    gen = torch.Generator().manual_seed(0)
+    mixers = [
+        ("pyrobust SmoothMix circle", SmoothMix(k, "circle", generator=gen)),
+        ("pyrobust SmoothMix square", SmoothMix(k, "square", generator=gen)),
+        ("pyrobust CutMix", CutMix(k, generator=gen)),
+        ("pyrobust MixUp", MixUp(k, generator=gen)),
+        ("pyrobust Cutout", Cutout(k, generator=gen)),
+    ]
+    for name, mixer in mixers:
+        for per_sample in (True, False):
+            mixer.per_sample = per_sample
+            tag = "sample" if per_sample else "batch"
+            for dtype, x, out in (("float32", x32, out32), ("uint8", x8, out8)):
+                if not per_sample and dtype == "uint8" and "circle" not in name:
+                    continue  # keep the table short: per-batch uint8 only for the headline mixer
+                t = measure(lambda m=mixer, xx=x, o=out: m(xx, y, out=o), args.min_time, dev)
+                rows.append((f"{name} ({tag}, out=)", dtype, t))
+        mixer.per_sample = True
+    circle = mixers[0][1]
+    rows.append(("pyrobust SmoothMix circle (sample, fresh output)", "float32", measure(lambda: circle(x32, y), args.min_time, dev)))
+    if not args.quick:
+        for name, fn in incumbents(x32, y, k):
+            rows.append((name, "float32", measure(fn, args.min_time, dev)))
+
+    ceiling = {"float32": n / rows[0][2], "uint8": n / rows[1][2]}
+    print(f"\nbatch {n}x3x{args.size}x{args.size}, {k} classes, device {dev}, torch threads {torch.get_num_threads()}")
+    print(f"{'method':58s} {'dtype':8s} {'img/s':>10s} {'vs ceiling':>10s}")
+    print("-" * 90)
+    for name, dtype, t in rows:
+        ips = n / t
+        print(f"{name:58s} {dtype:8s} {ips:10,.0f} {ips / ceiling[dtype]:10.2f}")
+    head = n / [t for name, d, t in rows if name.startswith("pyrobust SmoothMix circle (sample, out=)") and d == "float32"][0]
+    best = {name: n / t for name, d, t in rows if not name.startswith(("pyrobust", "ceiling"))}
+    tv = best.get("torchvision v2 CutMix (batch)")
+    print(f"\nheadline: pyrobust SmoothMix circle per-sample float32 = {head:,.0f} img/s = "
+          f"{head / ceiling['float32']:.2f} of the ceiling" + (f", {head / tv:.1f}x torchvision v2 CutMix" if tv else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

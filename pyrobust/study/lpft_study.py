@@ -1,0 +1,272 @@
+"""The end-to-end LP / FT / LP-FT robustness study behind ``pyrobust demo`` and ``pyrobust lpft``.
+
+Steps: load the ID data and build corrupted copies of its test split as OOD sets → extract and
+cache the pretrained backbone's features → sweep the linear probe (LP) → fine-tune from a fresh
+head (FT) and from the LP head (LP-FT) over small learning-rate grids → LP-FT again with each
+batch mixer → evaluate every model on ID test and every OOD set → measure how far FT and LP-FT
+moved the penultimate features on ID and OOD inputs → the linear-theory panel → ``results.json``
+and a self-contained ``report.html``.
+
+The question it answers (Kumar et al., ICLR 2022): which way of transferring keeps OOD accuracy,
+and how much did the features move? The report says which regime the data are in: where the
+pretrained features are weak for the task (low LP accuracy) the paper expects the features must
+change, and FT can win OOD too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from pyrobust.errors import UsageError
+from pyrobust.study.config import StudyConfig
+
+MIXER_NAMES = ("smoothmix-circle", "smoothmix-square", "cutmix", "mixup", "cutout")
+
+
+def make_mixer(name: str, num_classes: int, seed: int = 0):
+    """A batch mixer by its study name (``smoothmix-circle``, ``cutmix``, ...), seeded."""
+    from pyrobust.augment import CutMix, Cutout, MixUp, SmoothMix
+
+    gen = torch.Generator().manual_seed(seed)
+    factories: dict[str, Callable[[], Any]] = {
+        "smoothmix-circle": lambda: SmoothMix(num_classes, "circle", generator=gen),
+        "smoothmix-square": lambda: SmoothMix(num_classes, "square", generator=gen),
+        "cutmix": lambda: CutMix(num_classes, generator=gen),
+        "mixup": lambda: MixUp(num_classes, alpha=0.2, generator=gen),
+        "cutout": lambda: Cutout(num_classes, generator=gen),
+    }
+    if name not in factories:
+        raise UsageError(f"unknown mixer {name!r}; known: {', '.join(factories)}")
+    return factories[name]()
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Every check a user can fail, before any work or any file is written."""
+    from pyrobust.data import CORRUPTIONS, DATASET_NAMES
+    from pyrobust.models.registry import BACKBONE_NAMES
+
+    if cfg.dataset not in DATASET_NAMES and not os.path.isdir(cfg.dataset):
+        what = "does not exist" if not os.path.exists(cfg.dataset) else "is not a folder"
+        raise UsageError(
+            f"dataset {cfg.dataset!r} is neither a known name ({', '.join(DATASET_NAMES)}) nor a folder "
+            f"of class sub-folders (that path {what})"
+        )
+    name = cfg.backbone.strip().lower().replace("-", "_")
+    if name not in BACKBONE_NAMES and not cfg.backbone.startswith(("torchvision:", "timm:")):
+        raise UsageError(
+            f"unknown backbone {cfg.backbone!r}; known: {', '.join(BACKBONE_NAMES)}, torchvision:<name>, timm:<name>"
+        )
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise UsageError(f"output folder {cfg.out!r} exists and is a file; give a folder path with --out")
+    for m in cfg.mixers:
+        if m not in MIXER_NAMES:
+            raise UsageError(f"unknown mixer {m!r}; known: {', '.join(MIXER_NAMES)}")
+    for c in cfg.corruptions:
+        if c not in CORRUPTIONS:
+            raise UsageError(f"unknown corruption {c!r}; known: {', '.join(CORRUPTIONS)}")
+    if not cfg.corruptions or not cfg.severities:
+        raise UsageError("corruptions and severities must not be empty: the OOD sets come from them")
+    for s in cfg.severities:
+        if not isinstance(s, int) or not 1 <= s <= 5:
+            raise UsageError(f"severities must be integers in 1..5, got {s!r}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise UsageError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {cfg.device!r} asked for, but no CUDA device is available")
+    if cfg.standardize not in ("none", "feature", "scalar"):
+        raise UsageError(f"standardize must be none, feature or scalar, got {cfg.standardize!r}")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise UsageError(f"optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+    for key in ("image_size", "epochs", "batch_size", "n_cs"):
+        if getattr(cfg, key) < 1:
+            raise UsageError(f"{key} must be >= 1, got {getattr(cfg, key)!r}")
+    if not cfg.ft_lrs or not cfg.lpft_lrs or not cfg.seeds:
+        raise UsageError("ft_lrs, lpft_lrs and seeds must not be empty")
+
+
+def _subset(ds, limit: int, seed: int):
+    if not limit or limit >= len(ds):
+        return ds
+    idx = np.random.default_rng(seed).permutation(len(ds))[:limit]
+    return Subset(ds, sorted(idx.tolist()))
+
+
+def _labels_of(ds) -> np.ndarray:
+    if isinstance(ds, Subset):
+        return _labels_of(ds.dataset)[np.asarray(ds.indices)]
+    labels = getattr(ds, "labels", None)
+    if labels is not None:
+        return np.asarray(labels)
+    return np.asarray([int(ds[i][1]) for i in range(len(ds))])
+
+
+def load_data(cfg: StudyConfig):
+    """ID splits (subsampled as configured), the number of classes, and the OOD sets."""
+    from pyrobust.data import CorruptedDataset, DatasetNotFoundError, get_dataset
+
+    try:
+        splits = get_dataset(cfg.dataset, image_size=cfg.image_size, seed=cfg.seed)
+    except DatasetNotFoundError as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"dataset {cfg.dataset!r}: {str(exc).splitlines()[0]}") from None
+    train = _subset(splits["train"], cfg.max_train, cfg.seed)
+    val = _subset(splits["val"], cfg.max_val, cfg.seed + 1)
+    test = _subset(splits["test"], cfg.max_test, cfg.seed + 2)
+    num_classes = int(max(_labels_of(train).max(), _labels_of(val).max(), _labels_of(test).max())) + 1
+    ood = {f"{c}@{s}": CorruptedDataset(test, c, s, seed=cfg.seed) for c in cfg.corruptions for s in cfg.severities}
+    return train, val, test, num_classes, ood
+
+
+def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Run the whole study, write ``results.json`` and ``report.html`` into ``cfg.out``; return the results."""
+    from pyrobust.lpft import run_lpft
+    from pyrobust.models import get_backbone
+    from pyrobust.theory import linear_toy_seeds
+
+    validate(cfg)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    torch.manual_seed(cfg.seed)
+    train, val, test, num_classes, ood = load_data(cfg)
+    try:
+        model = get_backbone(cfg.backbone, num_classes=num_classes, image_size=cfg.image_size)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+    timings["data_and_model_s"] = time.perf_counter() - start
+    os.makedirs(cfg.out, exist_ok=True)
+    log(f"ID data: {cfg.dataset} ({len(train)} train / {len(val)} val / {len(test)} test, {num_classes} classes, "
+        f"{cfg.image_size} px); OOD: {len(ood)} corrupted copies of the test split; backbone {cfg.backbone}; {device}")
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    mk = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    train_loader = DataLoader(train, shuffle=True, generator=g, drop_last=False, **mk)
+    val_loader = DataLoader(val, shuffle=False, **mk)
+    test_loader = DataLoader(test, shuffle=False, **mk)
+    ood_loaders = {name: DataLoader(ds, shuffle=False, **mk) for name, ds in ood.items()}
+    Cs = np.logspace(cfg.c_min, cfg.c_max, cfg.n_cs)
+    common = dict(
+        train=train_loader, val=val_loader, id_test=test_loader, ood=ood_loaders, epochs=cfg.epochs,
+        Cs=Cs, seeds=tuple(cfg.seeds), cache_dir=os.path.join(cfg.out, "feature-cache"),
+        probe_kwargs={"standardize": cfg.standardize},
+        feature_change_batches=cfg.feature_change_batches or None, device=device, progress=progress,
+    )
+
+    t = time.perf_counter()
+    study = run_lpft(model, ft_lrs=tuple(cfg.ft_lrs), lpft_lrs=tuple(cfg.lpft_lrs),
+                     finetune_kwargs={"optimizer": cfg.optimizer}, **common)
+    timings["lp_ft_lpft_s"] = time.perf_counter() - t
+    rows = list(study.rows)
+    lpft_lr = study.row("lpft")["lr"]
+    for name in cfg.mixers:
+        t = time.perf_counter()
+        log(f"LP-FT with {name} at lr {lpft_lr:g}")
+        mixed = run_lpft(model, methods=("lpft",), ft_lrs=(), lpft_lrs=(lpft_lr,),
+                         finetune_kwargs={"optimizer": cfg.optimizer, "mixer": make_mixer(name, num_classes, cfg.seed)},
+                         **common)
+        row = dict(mixed.row("lpft"))
+        row["method"] = f"lpft+{name}"
+        rows.append(row)
+        timings[f"lpft+{name}_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    theory = linear_toy_seeds(seeds=range(cfg.theory_seeds))
+    timings["theory_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - start
+
+    results = assemble_results(cfg, rows, study, theory, timings, device, num_classes, (len(train), len(val), len(test)))
+    from pyrobust.study.lpft_report import write_report
+
+    t = time.perf_counter()
+    write_report(cfg, results, study, theory)
+    results["timings"]["report_s"] = time.perf_counter() - t
+    from pyrobust.report import write_json
+
+    write_json(os.path.join(cfg.out, "results.json"), results)
+    return results
+
+
+def assemble_results(cfg, rows, study, theory, timings, device, num_classes, sizes) -> dict:
+    """The ``results.json`` document (accuracies as fractions, feature change as mean squared change)."""
+    ood_names = list(study.ood_names)
+    methods, change = {}, {}
+    for r in rows:
+        methods[r["method"]] = {
+            "id_accuracy": r["id_test"],
+            "id_val_accuracy": r["id_val"],
+            "ood_accuracy": r["ood_mean"],
+            "ood_by_set": {n: r[n] for n in ood_names},
+            "lr": r["lr"],
+            **({"C": r["C"]} if r.get("C") is not None else {}),
+            **{k: r[k] for k in ("id_test_std", "ood_mean_std") if k in r},
+        }
+        if r["method"] != "lp":
+            change[r["method"]] = {
+                "id": r["feature_change_id"],
+                "ood": r["feature_change_ood"],
+                "procrustes_id": r["procrustes_id"],
+                "procrustes_ood": r["procrustes_ood"],
+            }
+    probe = getattr(study, "probe", None)
+    probe_doc = {}
+    if probe is not None:
+        probe_doc = {
+            "Cs": [float(c) for c in probe.Cs],
+            "val_accuracy": [float(a) for a in probe.val_accuracy],
+            "val_loss": [float(v) for v in probe.val_loss],
+            "train_loss": [float(v) for v in probe.train_loss],
+            "n_iter": [int(i) for i in probe.n_iter],
+            "converged": [bool(c) for c in probe.converged],
+            "best_C": float(probe.best_C),
+            "seconds": float(getattr(probe, "seconds", 0.0)),
+        }
+    lp, ft, lpft = methods["lp"], methods["ft"], methods["lpft"]
+    ratio = change["ft"]["id"] / max(change["lpft"]["id"], 1e-30)
+    return {
+        "methods": methods,
+        "feature_change": change,
+        "probe": probe_doc,
+        "theory": {m: {k: theory[m][k]["mean"] for k in ("id_error", "ood_error", "feature_distance")}
+                   for m in ("lp", "ft", "lpft")},
+        "findings": {
+            "lpft_ood_ge_ft_ood": bool(lpft["ood_accuracy"] >= ft["ood_accuracy"]),
+            "ft_over_lpft_feature_change_id": ratio,
+            "lp_id_accuracy": lp["id_accuracy"],
+        },
+        "config": {**cfg.to_dict(), "device": device, "num_classes": num_classes,
+                   "train_val_test_sizes": list(sizes), "ood_sets": ood_names},
+        "timings": timings,
+    }
+
+
+def summary_table(results: dict) -> str:
+    """The one-screen table printed at the end of the study."""
+    from pyrobust.report import format_table
+
+    rows = []
+    for name, m in results["methods"].items():
+        ch = results["feature_change"].get(name, {"id": 0.0, "ood": 0.0})
+        rows.append([name, "-" if m["lr"] is None else f"{m['lr']:g}", f"{100 * m['id_accuracy']:.1f}",
+                     f"{100 * m['ood_accuracy']:.1f}", f"{ch['id']:.4g}", f"{ch['ood']:.4g}"])
+    return format_table(rows, ["method", "lr", "ID test %", "OOD mean %", "feat. change ID", "feat. change OOD"])
+
+
+def config_from_args(args, base: StudyConfig | None = None) -> StudyConfig:
+    """Apply command-line overrides (those not None) onto a configuration."""
+    cfg = base or (StudyConfig.quick() if getattr(args, "quick", False) else StudyConfig())
+    overrides = {}
+    for key in ("dataset", "backbone", "out", "device", "epochs", "image_size", "seed"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "mixers", None) is not None:
+        overrides["mixers"] = [m for m in args.mixers.split(",") if m]
+    return dataclasses.replace(cfg, **overrides)
