@@ -71,3 +71,70 @@ def mixed_targets(
     eye = eye * (1 - label_smoothing) + label_smoothing / num_classes
     lam = lam.to(torch.float64)[:, None]
     return lam * eye[labels.long().cpu()] + (1 - lam) * eye[labels.long().cpu()[partner.long().cpu()]]
+
+
+# --- probe references ---
+# Plain float64 versions of the probe objective (scikit-learn's LogisticRegression, L2, lbfgs)
+# and of the fused kernels, for tests and benchmarks.
+
+
+def probe_objective(X, y, coef, intercept, C: float, sample_weight=None):
+    """scikit-learn's objective at a raw-feature head, float64:
+    ``sum_n w_n loss_n / sum w + |coef|^2 / (2 C sum w)``; binomial when ``coef`` is ``(1, D)``.
+
+    ``X`` (N, D), ``y`` (N,) class codes (0..K-1; {0, 1} for binomial), ``coef`` (K, D) or
+    (1, D), ``intercept`` (K,) or (1,). Returns ``(objective, grad_coef, grad_intercept)`` with
+    the gradient of the objective, as float64 tensors.
+    """
+    X = torch.as_tensor(X, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.int64)
+    W = torch.as_tensor(coef, dtype=torch.float64).clone().requires_grad_(True)
+    b = torch.as_tensor(intercept, dtype=torch.float64).clone().requires_grad_(True)
+    w = (torch.ones(len(y), dtype=torch.float64) if sample_weight is None
+         else torch.as_tensor(sample_weight, dtype=torch.float64))
+    z = X @ W.T + b
+    if W.shape[0] == 1:
+        loss = torch.nn.functional.softplus(z[:, 0]) - y.double() * z[:, 0]
+    else:
+        loss = torch.logsumexp(z, 1) - z.gather(1, y[:, None])[:, 0]
+    f = (w * loss).sum() / w.sum() + (W * W).sum() / (2 * C * w.sum())
+    gW, gb = torch.autograd.grad(f, (W, b))
+    return f.detach(), gW, gb
+
+
+def probe_loss_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
+    """Reference of ``torch.ops.pyrobust.probe_loss_grad`` (float64): logits (N, m, K)."""
+    z = logits.double()
+    w = weight.double()[:, None]
+    if z.shape[2] == 1:
+        p = torch.sigmoid(z[..., 0])
+        yb = target.double()[:, None]
+        loss = torch.nn.functional.softplus(z[..., 0]) - yb * z[..., 0]
+        grad = (w * (p - yb))[..., None]
+        curv = p * (1 - p)
+    else:
+        p = torch.softmax(z, 2)
+        onehot = torch.nn.functional.one_hot(target, z.shape[2]).double()[:, None, :]
+        loss = torch.logsumexp(z, 2) - (z * onehot).sum(2)
+        grad = w[..., None] * (p - onehot)
+        curv = (1 - (p * p).sum(2)) / (z.shape[2] - 1)
+    stats = torch.stack([(w * loss).sum(0), (w * curv).sum(0)], 1)
+    return grad, stats
+
+
+def probe_line_stats(logits, direction, target, weight, step):
+    """Reference of ``torch.ops.pyrobust.probe_line_stats`` by autograd in ``t`` (float64)."""
+    out = []
+    for c in range(logits.shape[1]):
+        t = torch.tensor(float(step[c]), dtype=torch.float64, requires_grad=True)
+        z = logits[:, c:c + 1].double() + t * direction[:, c:c + 1].double()
+        w = weight.double()
+        if z.shape[2] == 1:
+            loss = torch.nn.functional.softplus(z[:, 0, 0]) - target.double() * z[:, 0, 0]
+        else:
+            loss = torch.logsumexp(z[:, 0], 1) - z[:, 0].gather(1, target[:, None])[:, 0]
+        f = (w * loss).sum()
+        (d1,) = torch.autograd.grad(f, t, create_graph=True)
+        (d2,) = torch.autograd.grad(d1, t)
+        out.append(torch.stack([f.detach(), d1.detach(), d2.detach()]))
+    return torch.stack(out)

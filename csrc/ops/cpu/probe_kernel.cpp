@@ -1,0 +1,189 @@
+// CPU kernels of the probe family: fused softmax / sigmoid, cross-entropy, gradient and line-search
+// statistics, one pass over the (N, m, K) logits. Rows are split into fixed blocks whose float64
+// partial sums are added in block order, so results do not depend on the thread count.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops/probe.h"
+
+namespace pyrobust {
+namespace {
+
+constexpr int64_t kMaxBlocks = 256;
+
+int64_t num_blocks(int64_t n) { return std::max<int64_t>(1, std::min<int64_t>(n, kMaxBlocks)); }
+
+// log(1 + exp(z)) without overflow.
+template <typename T>
+inline T softplus(T z) {
+  return std::max(z, T(0)) + std::log1p(std::exp(-std::abs(z)));
+}
+
+template <typename T>
+inline T sigmoid(T z) {
+  return z >= 0 ? T(1) / (T(1) + std::exp(-z)) : std::exp(z) / (T(1) + std::exp(z));
+}
+
+template <typename T>
+void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g_all,
+                    double* partial, int64_t r0, int64_t r1, int64_t m, int64_t k) {
+  for (int64_t n = r0; n < r1; ++n) {
+    const int64_t y = target[n];
+    const T w = weight[n];
+    for (int64_t c = 0; c < m; ++c) {
+      const T* z = z_all + (n * m + c) * k;
+      T* g = g_all + (n * m + c) * k;
+      if (k == 1) {
+        const T p = sigmoid(z[0]);
+        partial[c * kLossGradStats] += double(w) * (softplus(z[0]) - T(y) * z[0]);
+        partial[c * kLossGradStats + 1] += double(w) * p * (T(1) - p);
+        g[0] = w * (p - T(y));
+        continue;
+      }
+      T mx = z[0];
+      for (int64_t j = 1; j < k; ++j) mx = std::max(mx, z[j]);
+      T se = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const T e = std::exp(z[j] - mx);
+        g[j] = e;
+        se += e;
+      }
+      const T inv = T(1) / se;
+      T sq = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const T p = g[j] * inv;
+        sq += p * p;
+        g[j] = w * p;
+      }
+      g[y] -= w;
+      partial[c * kLossGradStats] += double(w) * (double(mx) + std::log(double(se)) - z[y]);
+      partial[c * kLossGradStats + 1] += double(w) * (T(1) - sq) / T(k - 1);
+    }
+  }
+}
+
+template <typename T>
+void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, const T* weight,
+                     const double* step, T* buf, double* partial, int64_t r0, int64_t r1,
+                     int64_t m, int64_t k) {
+  for (int64_t n = r0; n < r1; ++n) {
+    const int64_t y = target[n];
+    const double w = weight[n];
+    for (int64_t c = 0; c < m; ++c) {
+      const T* z = z_all + (n * m + c) * k;
+      const T* d = d_all + (n * m + c) * k;
+      const T t = T(step[c]);
+      double* out = partial + c * kLineStats;
+      if (k == 1) {
+        const T zt = z[0] + t * d[0];
+        const T p = sigmoid(zt);
+        out[0] += w * (softplus(zt) - T(y) * zt);
+        out[1] += w * (p - T(y)) * d[0];
+        out[2] += w * p * (T(1) - p) * d[0] * d[0];
+        continue;
+      }
+      T mx = z[0] + t * d[0];
+      for (int64_t j = 0; j < k; ++j) {
+        buf[j] = z[j] + t * d[j];
+        mx = std::max(mx, buf[j]);
+      }
+      T se = 0, pd = 0, pdd = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const T e = std::exp(buf[j] - mx);
+        se += e;
+        pd += e * d[j];
+        pdd += e * d[j] * d[j];
+      }
+      const T inv = T(1) / se;
+      pd *= inv;
+      pdd *= inv;
+      out[0] += w * (double(mx) + std::log(double(se)) - buf[y]);
+      out[1] += w * (pd - d[y]);
+      out[2] += w * std::max(T(0), pdd - pd * pd);
+    }
+  }
+}
+
+at::Tensor sum_blocks(const std::vector<double>& partial, int64_t nb, int64_t m, int64_t s) {
+  auto out = at::zeros({m, s}, at::dtype(at::kDouble));
+  auto* o = out.data_ptr<double>();
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t i = 0; i < m * s; ++i) o[i] += partial[b * m * s + i];
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> probe_loss_grad_cpu(const at::Tensor& logits,
+                                                       const at::Tensor& target,
+                                                       const at::Tensor& weight) {
+  check_probe_logits(logits, target, weight);
+  const auto z = logits.contiguous();
+  const auto y = target.contiguous();
+  const auto w = weight.contiguous();
+  const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
+  if (k > 1 && n > 0) {
+    const auto lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < k, "target should hold class indices in [0, ", k, "), got [", lo,
+                ", ", hi, "]");
+  }
+  auto grad = at::empty_like(z);
+  const int64_t nb = num_blocks(n);
+  std::vector<double> partial(nb * m * kLossGradStats, 0.0);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "probe_loss_grad_cpu", [&] {
+    const auto* zp = z.data_ptr<scalar_t>();
+    const auto* wp = w.data_ptr<scalar_t>();
+    auto* gp = grad.data_ptr<scalar_t>();
+    const auto* yp = y.data_ptr<int64_t>();
+    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        loss_grad_rows<scalar_t>(zp, yp, wp, gp, partial.data() + b * m * kLossGradStats,
+                                 b * n / nb, (b + 1) * n / nb, m, k);
+      }
+    });
+  });
+  return {grad, sum_blocks(partial, nb, m, kLossGradStats)};
+}
+
+at::Tensor probe_line_stats_cpu(const at::Tensor& logits, const at::Tensor& direction,
+                                const at::Tensor& target, const at::Tensor& weight,
+                                const at::Tensor& step) {
+  check_probe_line_args(logits, direction, target, weight, step);
+  const auto z = logits.contiguous();
+  const auto d = direction.contiguous();
+  const auto y = target.contiguous();
+  const auto w = weight.contiguous();
+  const auto t = step.to(at::kCPU).contiguous();
+  const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
+  const int64_t nb = num_blocks(n);
+  std::vector<double> partial(nb * m * kLineStats, 0.0);
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "probe_line_stats_cpu", [&] {
+    const auto* zp = z.data_ptr<scalar_t>();
+    const auto* dp = d.data_ptr<scalar_t>();
+    const auto* wp = w.data_ptr<scalar_t>();
+    const auto* yp = y.data_ptr<int64_t>();
+    const auto* tp = t.data_ptr<double>();
+    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> buf(k);
+      for (int64_t b = b0; b < b1; ++b) {
+        line_stats_rows<scalar_t>(zp, dp, yp, wp, tp, buf.data(),
+                                  partial.data() + b * m * kLineStats, b * n / nb,
+                                  (b + 1) * n / nb, m, k);
+      }
+    });
+  });
+  return sum_blocks(partial, nb, m, kLineStats);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
+  m.impl("probe_loss_grad", &probe_loss_grad_cpu);
+  m.impl("probe_line_stats", &probe_line_stats_cpu);
+}
+
+}  // namespace pyrobust

@@ -1,0 +1,285 @@
+// The probe solver loop: L2-regularised logistic regression (scikit-learn's objective) for m
+// values of C at once, on any device. Device-generic (CompositeExplicitAutograd): the products
+// go through ATen (MKL / cuBLAS) and the fused kernels through the dispatcher.
+//
+// Model on internal features u = (x - center) / scale (center makes the intercept decouple from
+// the coefficients in the Hessian bound below; it is a reparametrisation, the intercept being
+// unpenalised):  logits = u W + b,  objective = sum_n w_n loss_n / sum w + lambda / 2 |W|^2.
+// X is never modified or copied whole: it is read in chunks of `chunk_rows` rows, each converted
+// to the compute dtype / device on the fly (a memory map or a host tensor with a CUDA solve).
+//
+// Method (chosen by measurement, see pyrobust/probe/sweep.py): L-BFGS whose initial inverse
+// Hessian is (a * S + lambda I)^-1, S = eigvecs diag(eigvals) eigvecs^T the covariance of u and
+// a the current mean curvature of the loss (a Boehning-type bound made tighter with the
+// probabilities at hand), scaled each step by the usual s'y / y'Hy. Each iteration costs one pass
+// X @ [direction] and one X^T @ G; the line search is an exact 1-D Newton on the cached logits of
+// the direction, costing no product with X.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <vector>
+
+#include "ops/probe.h"
+
+namespace pyrobust {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> call_loss_grad(const at::Tensor& z, const at::Tensor& y,
+                                                  const at::Tensor& w) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::probe_loss_grad", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op.call(z, y, w);
+}
+
+at::Tensor call_line_stats(const at::Tensor& z, const at::Tensor& d, const at::Tensor& y,
+                           const at::Tensor& w, const at::Tensor& t) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::probe_line_stats", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         const at::Tensor&, const at::Tensor&)>();
+  return op.call(z, d, y, w, t);
+}
+
+struct Pair {  // a (coefficients, intercept) pair: (D, m, K) and (m, K)
+  at::Tensor W, b;
+};
+
+struct History {
+  Pair s, y;
+  at::Tensor rho;  // (m,) compute dtype; 0 disables the pair for that C
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> probe_solve(
+    const at::Tensor& X, const at::Tensor& target, const at::Tensor& weight,
+    const at::Tensor& lambdas, const at::Tensor& coef, const at::Tensor& intercept,
+    const at::Tensor& center, const at::Tensor& scale, const at::Tensor& eigvecs,
+    const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
+    int64_t chunk_rows) {
+  TORCH_CHECK(X.dim() == 2, "X should be a 2-D (N, D) tensor, got ", X.dim(), "-D");
+  TORCH_CHECK(at::isFloatingType(X.scalar_type()), "X should be a floating tensor, got ",
+              X.scalar_type());
+  TORCH_CHECK(coef.dim() == 3, "coef should be a 3-D (m, D, K) tensor, got ", coef.dim(), "-D");
+  const int64_t n = X.size(0), d = X.size(1), m = coef.size(0), k = coef.size(2);
+  TORCH_CHECK(n > 0, "X should have at least one row");
+  TORCH_CHECK(coef.size(1) == d, "coef should have D = ", d, " rows per C, got ", coef.size(1));
+  const auto dt = coef.scalar_type();
+  const auto dev = coef.device();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "coef should be float32 or float64, got ", dt);
+  TORCH_CHECK(intercept.sizes() == at::IntArrayRef({m, k}), "intercept should have shape (", m,
+              ", ", k, "), got ", intercept.sizes());
+  TORCH_CHECK(lambdas.dim() == 1 && lambdas.size(0) == m, "lambdas should have length ", m,
+              ", got shape ", lambdas.sizes());
+  TORCH_CHECK(center.numel() == d && scale.numel() == d && eigvals.numel() == d,
+              "center, scale and eigvals should have D = ", d, " entries, got ", center.numel(),
+              ", ", scale.numel(), ", ", eigvals.numel());
+  TORCH_CHECK(eigvecs.sizes() == at::IntArrayRef({d, d}), "eigvecs should be (", d, ", ", d,
+              "), got ", eigvecs.sizes());
+  TORCH_CHECK(tol >= 0, "tol should be >= 0, got ", tol);
+  TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
+  TORCH_CHECK(history >= 1, "history should be >= 1, got ", history);
+
+  const auto opts = coef.options();
+  const auto on = [&](const at::Tensor& t) { return t.to(dev, dt).contiguous(); };
+  auto lam_cpu = lambdas.to(at::kCPU, at::kDouble).contiguous();
+  const double* lam = lam_cpu.data_ptr<double>();
+  for (int64_t c = 0; c < m; ++c)
+    TORCH_CHECK(lam[c] >= 0 && std::isfinite(lam[c]), "lambdas should be finite and >= 0, got ",
+                lam[c]);
+  const auto lam_t = on(lambdas).view({1, m, 1});
+  const auto y = target.to(dev, at::kLong).contiguous();
+  const auto w = on(weight);
+  TORCH_CHECK(y.numel() == n && w.numel() == n, "target and weight should have N = ", n,
+              " entries, got ", y.numel(), " and ", w.numel());
+  const double wsum = w.sum(at::kDouble).item<double>();
+  TORCH_CHECK(wsum > 0, "weights should have a positive sum, got ", wsum);
+  const auto inv_scale = on(scale).reciprocal().view({d, 1});
+  const auto ctr = on(center).view({1, d});
+  const auto Q = on(eigvecs);
+  const auto s = on(eigvals).clamp_min(0).view({d, 1, 1});
+  const int64_t chunk = chunk_rows > 0 ? std::min(chunk_rows, n) : n;
+
+  auto x_chunk = [&](int64_t r0, int64_t len) { return X.narrow(0, r0, len).to(dev, dt); };
+  // logits (N, m*K) of the internal model (W, b), folded onto raw features.
+  auto forward = [&](const Pair& p) {
+    const auto Wr = p.W.reshape({d, m * k}) * inv_scale;
+    const auto br = p.b.reshape({m * k}) - at::matmul(ctr, Wr).view({m * k});
+    auto Z = at::empty({n, m * k}, opts);
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+      const int64_t len = std::min(chunk, n - r0);
+      auto out = Z.narrow(0, r0, len);
+      at::addmm_out(out, br, x_chunk(r0, len), Wr);
+    }
+    return Z;
+  };
+  // Unnormalised data gradient (u^T G, 1^T G) from per-sample logit gradients G (N, m*K).
+  auto backward = [&](const at::Tensor& G) {
+    auto acc = at::zeros({d, m * k}, opts);
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+      const int64_t len = std::min(chunk, n - r0);
+      acc.addmm_(x_chunk(r0, len).t(), G.narrow(0, r0, len));
+    }
+    const auto gs = G.sum(0);
+    acc.sub_(ctr.t() * gs.view({1, m * k})).mul_(inv_scale);
+    return Pair{acc.view({d, m, k}), gs.view({m, k})};
+  };
+  auto dot = [&](const Pair& a, const Pair& b) {  // (m,) per-C inner products
+    return (a.W * b.W).sum({0, 2}) + (a.b * b.b).sum(1);
+  };
+  auto full_grad = [&](const at::Tensor& G, const Pair& p) {
+    auto g = backward(G);
+    g.W.div_(wsum).add_(lam_t * p.W);
+    g.b.div_(wsum);
+    return g;
+  };
+  auto grad_norm = [&](const Pair& g) {
+    return at::maximum(g.W.abs().amax({0, 2}), g.b.abs().amax(1)).to(at::kCPU, at::kDouble);
+  };
+  // (a S + lambda)^-1 in the eigenbasis of S for the coefficients, 1 / a for the intercept.
+  auto precond = [&](const Pair& g, const at::Tensor& a) {
+    auto r = at::matmul(Q.t(), g.W.reshape({d, m * k})).view({d, m, k});
+    r = r / (a.view({1, m, 1}) * s + lam_t);
+    return Pair{at::matmul(Q, r.reshape({d, m * k})).view({d, m, k}), g.b / a.view({m, 1})};
+  };
+
+  Pair x{coef.to(dev, dt).permute({1, 0, 2}).contiguous(), on(intercept).clone()};
+  auto Z = forward(x);
+  auto [G, stats] = call_loss_grad(Z.view({n, m, k}), y, w);
+  Pair g = full_grad(G.view({n, m * k}), x);
+  std::deque<History> hist;
+  std::vector<int64_t> iters(m, 0);
+  std::vector<char> stalled(m, 0);
+  auto gn = grad_norm(g);
+
+  for (int64_t it = 0; it < max_iter; ++it) {
+    const double* gnp = gn.data_ptr<double>();
+    std::vector<char> active(m, 0);
+    bool any = false;
+    for (int64_t c = 0; c < m; ++c) {
+      active[c] = !stalled[c] && gnp[c] > tol;
+      any = any || active[c];
+    }
+    if (!any) break;
+    auto mask = at::empty({m}, at::dtype(dt));
+    for (int64_t c = 0; c < m; ++c) mask[c] = active[c] ? 1.0 : 0.0;
+    mask = mask.to(dev);
+    const auto a = (stats.select(1, 1) / wsum).clamp_min(1e-12).to(dev, dt);
+
+    // Two-loop recursion with the preconditioner as the initial inverse Hessian.
+    Pair q{-g.W, -g.b};
+    std::vector<at::Tensor> alphas;
+    for (auto h = hist.rbegin(); h != hist.rend(); ++h) {
+      auto al = h->rho * dot(h->s, q);
+      q.W = q.W - al.view({1, m, 1}) * h->y.W;
+      q.b = q.b - al.view({m, 1}) * h->y.b;
+      alphas.push_back(al);
+    }
+    Pair r = precond(q, a);
+    if (!hist.empty()) {
+      const auto& h = hist.back();
+      const auto py = precond(h.y, a);
+      auto gam = at::where(h.rho > 0, 1.0 / (h.rho * dot(h.y, py)), at::ones_like(h.rho));
+      gam = at::where(at::isfinite(gam) & (gam > 0), gam, at::ones_like(gam));
+      r.W = r.W * gam.view({1, m, 1});
+      r.b = r.b * gam.view({m, 1});
+    }
+    for (size_t j = 0; j < hist.size(); ++j) {
+      const auto& h = hist[j];
+      const auto& al = alphas[hist.size() - 1 - j];
+      auto be = h.rho * dot(h.y, r);
+      r.W = r.W + (al - be).view({1, m, 1}) * h.s.W;
+      r.b = r.b + (al - be).view({m, 1}) * h.s.b;
+    }
+    Pair dir{r.W * mask.view({1, m, 1}), r.b * mask.view({m, 1})};
+    auto gd = dot(g, dir).to(at::kCPU, at::kDouble);
+    bool bad = false;
+    for (int64_t c = 0; c < m; ++c) bad = bad || (active[c] && !(gd.data_ptr<double>()[c] < 0));
+    if (bad) {  // lost descent (round-off in the history): restart from the preconditioned gradient
+      hist.clear();
+      auto p = precond(Pair{-g.W, -g.b}, a);
+      dir = Pair{p.W * mask.view({1, m, 1}), p.b * mask.view({m, 1})};
+      gd = dot(g, dir).to(at::kCPU, at::kDouble);
+    }
+    const double* gdp = gd.data_ptr<double>();
+    const auto Zd = forward(dir);
+
+    // Exact line search: safeguarded Newton on phi(t) = f(x + t dir), convex in t.
+    // The penalty sees the coefficients only, never the intercept.
+    const auto wd = (x.W * dir.W).sum({0, 2}).to(at::kCPU, at::kDouble);
+    const auto dd = (dir.W * dir.W).sum({0, 2}).to(at::kCPU, at::kDouble);
+    auto step = at::zeros({m}, at::dtype(at::kDouble));
+    double* t = step.data_ptr<double>();
+    std::vector<double> lo(m, 0.0), hi(m, std::numeric_limits<double>::infinity());
+    std::vector<char> done(m, 1);
+    for (int64_t c = 0; c < m; ++c) {
+      if (active[c] && gdp[c] < 0) {
+        t[c] = 1.0;
+        done[c] = 0;
+      } else if (active[c]) {
+        stalled[c] = 1;  // no descent direction left: the gradient is at round-off level
+      }
+    }
+    for (int ls = 0; ls < 20; ++ls) {
+      bool pending = false;
+      for (int64_t c = 0; c < m; ++c) pending = pending || !done[c];
+      if (!pending) break;
+      const auto st = call_line_stats(Z.view({n, m, k}), Zd.view({n, m, k}), y, w, step.to(dev))
+                          .to(at::kCPU)
+                          .contiguous();
+      const double* sp = st.data_ptr<double>();
+      for (int64_t c = 0; c < m; ++c) {
+        if (done[c]) continue;
+        const double d1 = sp[c * kLineStats + 1] / wsum + lam[c] * (wd.data_ptr<double>()[c] +
+                                                                      t[c] * dd.data_ptr<double>()[c]);
+        const double d2 = sp[c * kLineStats + 2] / wsum + lam[c] * dd.data_ptr<double>()[c];
+        if (std::abs(d1) <= 0.1 * std::abs(gdp[c]) || ls == 19) {
+          done[c] = 1;
+          continue;
+        }
+        if (d1 > 0) hi[c] = t[c]; else lo[c] = t[c];
+        double tn = d2 > 0 ? t[c] - d1 / d2 : std::numeric_limits<double>::quiet_NaN();
+        if (!(tn > lo[c] && tn < hi[c]))
+          tn = std::isfinite(hi[c]) ? 0.5 * (lo[c] + hi[c]) : 4.0 * t[c];
+        if (std::abs(tn - t[c]) <= 1e-10 * t[c]) done[c] = 1;
+        t[c] = tn;
+      }
+    }
+    const auto tt = step.to(dev, dt);
+    Pair sstep{dir.W * tt.view({1, m, 1}), dir.b * tt.view({m, 1})};
+    x.W.add_(sstep.W);
+    x.b.add_(sstep.b);
+    if ((it + 1) % 100 == 0) {
+      Z = forward(x);  // bound the drift of the incrementally updated logits
+    } else {
+      Z.view({n, m, k}).add_(Zd.view({n, m, k}) * tt.view({1, m, 1}));
+    }
+    std::tie(G, stats) = call_loss_grad(Z.view({n, m, k}), y, w);
+    Pair ng = full_grad(G.view({n, m * k}), x);
+    Pair yv{ng.W - g.W, ng.b - g.b};
+    auto sy = dot(sstep, yv);
+    auto rho = at::where(sy > 0, sy.reciprocal(), at::zeros_like(sy));
+    hist.push_back(History{sstep, yv, rho});
+    if (static_cast<int64_t>(hist.size()) > history) hist.pop_front();
+    g = ng;
+    gn = grad_norm(g);
+    for (int64_t c = 0; c < m; ++c) iters[c] += active[c];
+  }
+
+  auto n_iter = at::empty({m}, at::dtype(at::kLong));
+  for (int64_t c = 0; c < m; ++c) n_iter[c] = iters[c];
+  auto loss = (stats.select(1, 0) / wsum).to(at::kCPU, at::kDouble);
+  return {x.W.permute({1, 0, 2}).contiguous(), x.b, n_iter, gn, loss};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {
+  m.impl("probe_solve", &probe_solve);
+}
+
+}  // namespace pyrobust

@@ -1,0 +1,95 @@
+"""Typed wrappers over the probe ops (``torch.ops.pyrobust.probe_*``) with their fake kernels.
+
+Layout: logits are ``(N, m, K)`` for ``m`` values of C solved jointly; ``K == 1`` is the binomial
+(sigmoid) model, ``K >= 2`` the multinomial (softmax) one. See ``csrc/ops/probe.cpp``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pyrobust.ops import _library  # noqa: F401  (loads the compiled core)
+
+__all__ = ["loss_grad", "line_stats", "solve"]
+
+
+def loss_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
+    """Fused softmax/sigmoid cross-entropy and its gradient with respect to the logits.
+
+    Args:
+        logits: ``(N, m, K)`` float32/float64.
+        target: ``(N,)`` int64 class indices (``{0, 1}`` when ``K == 1``).
+        weight: ``(N,)`` per-sample weights, dtype of ``logits``.
+
+    Returns:
+        ``grad`` ``(N, m, K)`` = ``weight * (p - onehot)`` and ``stats`` ``(m, 2)`` float64:
+        weighted sums of the loss and of the mean per-sample curvature.
+    """
+    return torch.ops.pyrobust.probe_loss_grad(logits, target, weight)
+
+
+def line_stats(
+    logits: torch.Tensor,
+    direction: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    step: torch.Tensor,
+) -> torch.Tensor:
+    """``(m, 3)`` float64: weighted loss sum and its first two derivatives in ``t`` at
+    ``logits + step[c] * direction`` (``step`` is ``(m,)`` float64)."""
+    return torch.ops.pyrobust.probe_line_stats(logits, direction, target, weight, step)
+
+
+def solve(
+    X: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    lambdas: torch.Tensor,
+    coef: torch.Tensor,
+    intercept: torch.Tensor,
+    center: torch.Tensor,
+    scale: torch.Tensor,
+    eigvecs: torch.Tensor,
+    eigvals: torch.Tensor,
+    tol: float,
+    max_iter: int,
+    history: int = 10,
+    chunk_rows: int = 0,
+):
+    """Run the solver loop for ``m`` L2 strengths ``lambdas`` from the start ``(coef, intercept)``.
+
+    ``X`` ``(N, D)`` any float dtype and device (read in chunks of ``chunk_rows``, 0 = all);
+    ``coef`` ``(m, D, K)`` and ``intercept`` ``(m, K)`` in the compute dtype on the compute device,
+    in the internal model on ``(x - center) / scale``; ``eigvecs`` ``(D, D)``, ``eigvals`` ``(D,)``
+    the eigendecomposition of the weighted covariance of those features.
+
+    Returns ``(coef, intercept, n_iter (m,) int64, grad_norm (m,) float64, loss (m,) float64)``.
+    """
+    return torch.ops.pyrobust.probe_solve(
+        X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
+        float(tol), int(max_iter), int(history), int(chunk_rows),
+    )
+
+
+@torch.library.register_fake("pyrobust::probe_loss_grad")
+def _loss_grad_fake(logits, target, weight):
+    return torch.empty_like(logits), logits.new_empty((logits.shape[1], 2), dtype=torch.float64)
+
+
+@torch.library.register_fake("pyrobust::probe_line_stats")
+def _line_stats_fake(logits, direction, target, weight, step):
+    return logits.new_empty((logits.shape[1], 3), dtype=torch.float64)
+
+
+@torch.library.register_fake("pyrobust::probe_solve")
+def _solve_fake(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
+                tol, max_iter, history, chunk_rows):
+    m = coef.shape[0]
+    cpu = torch.device("cpu")
+    return (
+        torch.empty_like(coef),
+        torch.empty_like(intercept),
+        torch.empty((m,), dtype=torch.int64, device=cpu),
+        torch.empty((m,), dtype=torch.float64, device=cpu),
+        torch.empty((m,), dtype=torch.float64, device=cpu),
+    )

@@ -1,0 +1,322 @@
+"""Linear-probe solver (issue 3): kernels against float64 references, the solver against a tightly
+converged scikit-learn fit (objective within 1e-6 relative, same predictions), the estimator API,
+input handling and the sweep's bookkeeping. Small problems: the file runs in seconds."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+from pyrobust import reference as ref
+from pyrobust.probe import LogisticProbe, SweepResult, probe_sweep
+from tests.conftest import needs_cuda
+
+ops = pytest.importorskip("pyrobust.ops.probe")
+
+
+def _data(n=240, d=12, k=4, seed=0):
+    X, y = make_classification(n, d, n_informative=8, n_redundant=2, n_classes=k,
+                               n_clusters_per_class=1, random_state=seed)
+    return X, y
+
+
+def _sk(X, y, C, **kw):
+    return LogisticRegression(C=C, tol=1e-10, max_iter=100000, **kw).fit(X, y)
+
+
+def _objective(est, X, y, C, sample_weight=None):
+    codes = np.searchsorted(est.classes_, y)
+    f, gW, gb = ref.probe_objective(X, codes, est.coef_, est.intercept_, C, sample_weight)
+    return float(f), max(float(gW.abs().max()), float(gb.abs().max()))
+
+
+# --- kernels ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_grad_matches_reference(k, dtype):
+    g = torch.Generator().manual_seed(k)
+    z = (torch.randn(33, 3, k, generator=g) * 4).to(dtype)
+    y = torch.randint(0, max(k, 2), (33,), generator=g)
+    w = torch.rand(33, generator=g).to(dtype)
+    grad, stats = ops.loss_grad(z, y, w)
+    rgrad, rstats = ref.probe_loss_grad(z, y, w)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(grad.double(), rgrad, atol=tol, rtol=tol)
+    torch.testing.assert_close(stats, rstats, atol=tol * 30, rtol=tol)
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_line_stats_are_derivatives_in_t(k):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(40, 2, k, generator=g, dtype=torch.float64) * 3
+    d = torch.randn(40, 2, k, generator=g, dtype=torch.float64)
+    y = torch.randint(0, max(k, 2), (40,), generator=g)
+    w = torch.rand(40, generator=g, dtype=torch.float64)
+    step = torch.tensor([0.0, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(ops.line_stats(z, d, y, w, step),
+                               ref.probe_line_stats(z, d, y, w, step), atol=1e-10, rtol=1e-10)
+
+
+def test_opcheck():
+    z = torch.randn(9, 2, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (9,))
+    w = torch.rand(9, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.pyrobust.probe_loss_grad, (z, y, w))
+    torch.library.opcheck(torch.ops.pyrobust.probe_line_stats,
+                          (z, torch.randn_like(z), y, w, torch.ones(2, dtype=torch.float64)))
+    X = torch.randn(9, 4, dtype=torch.float64)
+    args = (X, y, w, torch.tensor([0.1, 0.01], dtype=torch.float64),
+            torch.zeros(2, 4, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64),
+            X.mean(0), torch.ones(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64),
+            torch.ones(4, dtype=torch.float64), 1e-6, 50, 5, 4)
+    torch.library.opcheck(torch.ops.pyrobust.probe_solve, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_bad_kernel_arguments():
+    with pytest.raises(RuntimeError, match="target should hold class indices"):
+        ops.loss_grad(torch.zeros(3, 1, 4), torch.tensor([0, 4, 1]), torch.ones(3))
+    with pytest.raises(RuntimeError, match="logits should be a 3-D"):
+        ops.loss_grad(torch.zeros(3, 4), torch.tensor([0, 1, 1]), torch.ones(3))
+
+
+# --- the solver against scikit-learn ------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("C", [1e-2, 1.0, 30.0])
+def test_objective_matches_sklearn(k, C):
+    X, y = _data(k=k)
+    sk = _sk(X, y, C)
+    est = LogisticProbe(C=C, tol=1e-6).fit(X, y)  # float32 compute
+    assert est.coef_.shape == sk.coef_.shape and est.intercept_.shape == sk.intercept_.shape
+    f_ours, g_ours = _objective(est, X, y, C)
+    f_sk, _ = _objective(sk, X, y, C)
+    assert abs(f_ours - f_sk) <= 1e-6 * abs(f_sk)
+    assert g_ours < 1e-4  # the gradient (float64) at our float32 solution is ~0
+    np.testing.assert_array_equal(est.predict(X), sk.predict(X))
+    np.testing.assert_allclose(est.predict_proba(X), sk.predict_proba(X), atol=1e-4)
+
+
+def test_float64_compute_is_tight():
+    X, y = _data(k=3)
+    est = LogisticProbe(C=2.0, tol=1e-10, dtype="float64").fit(X, y)
+    _, g = _objective(est, X, y, 2.0)
+    assert g < 1e-9
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_input_dtypes(dtype):
+    X, y = _data(k=3)
+    Xd = X.astype(dtype)
+    sk = _sk(Xd.astype(np.float64), y, 0.5)  # the same (rounded) features in float64
+    est = LogisticProbe(C=0.5, tol=1e-6).fit(Xd, y)
+    f, _ = _objective(est, Xd.astype(np.float64), y, 0.5)
+    f_sk, _ = _objective(sk, Xd.astype(np.float64), y, 0.5)
+    assert abs(f - f_sk) <= 1e-6 * f_sk
+    est_t = LogisticProbe(C=0.5, tol=1e-6).fit(torch.from_numpy(Xd), y)
+    np.testing.assert_allclose(est_t.coef_, est.coef_, atol=1e-6)
+
+
+def test_sample_and_class_weight_match_sklearn():
+    X, y = _data(k=3)
+    y = np.where(np.arange(len(y)) % 5 == 0, 0, y)  # unbalanced
+    sw = np.random.default_rng(0).uniform(0.2, 3.0, len(y))
+    for kw in ({"class_weight": "balanced"}, {"class_weight": {0: 0.3, 1: 2.0, 2: 1.0}}, {}):
+        sk = LogisticRegression(C=0.7, tol=1e-10, max_iter=100000, **kw).fit(X, y, sample_weight=sw)
+        est = LogisticProbe(C=0.7, tol=1e-6, **kw).fit(X, y, sample_weight=sw)
+        w = sw * (1 if not kw else _class_weights(sk, kw["class_weight"], y, sw))
+        f, _ = _objective(est, X, y, 0.7, w)
+        f_sk, _ = _objective(sk, X, y, 0.7, w)
+        assert abs(f - f_sk) <= 1e-6 * f_sk, kw
+        np.testing.assert_array_equal(est.predict(X), sk.predict(X))
+
+
+def _class_weights(sk, cw, y, sw):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    c = compute_class_weight(cw, classes=sk.classes_, y=y, sample_weight=sw)
+    return c[np.searchsorted(sk.classes_, y)]
+
+
+@pytest.mark.parametrize("standardize", ["feature", "scalar"])
+def test_standardisation_is_folded_into_the_head(standardize):
+    X, y = _data(k=3)
+    X = X * np.linspace(0.1, 30, X.shape[1]) + 5.0
+    est = LogisticProbe(C=0.3, standardize=standardize, tol=1e-6).fit(X, y)
+    lin = est.to_linear()
+    with torch.no_grad():
+        logits = lin(torch.from_numpy(X).float()).double().numpy()
+    np.testing.assert_allclose(logits, est.decision_function(X), atol=1e-4, rtol=1e-5)
+    # same objective as scikit-learn on the standardised features
+    if standardize == "feature":
+        mu, sd = X.mean(0), X.std(0)
+    else:
+        mu, sd = X.mean(), X.std()
+    Xs = (X - mu) / sd
+    sk = _sk(Xs, y, 0.3)
+    assert np.allclose(est.coef_ * sd, sk.coef_, atol=1e-4)
+    np.testing.assert_array_equal(est.predict(X), sk.predict(Xs))
+
+
+def test_memmap_equals_in_memory(tmp_path):
+    X, y = _data(n=300, k=3)
+    X = X.astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32,
+                                   shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    a = probe_sweep(X, y, X[:50], y[:50], Cs=[0.1, 1.0], progress=False, tol=1e-6)
+    b = probe_sweep(mm, y, mm[:50], y[:50], Cs=[0.1, 1.0], progress=False, tol=1e-6,
+                    chunk_rows=64)
+    for ca, cb in zip(a.coefs, b.coefs):
+        np.testing.assert_allclose(ca, cb, atol=2e-5)
+
+
+# --- the sweep -------------------------------------------------------------------------------
+
+def test_sweep_matches_cold_sklearn_fits_and_picks_best_C():
+    X, y = _data(n=300, k=5, seed=2)
+    Xv, yv = _data(n=150, k=5, seed=2)  # same generator and seed: val shares the class structure
+    Xv = Xv + np.random.default_rng(1).normal(0, 0.5, Xv.shape)
+    Cs = np.logspace(-3, 2, 6)
+    res = probe_sweep(X, y, Xv, yv, Cs=Cs, tol=1e-6, progress=False)
+    assert isinstance(res, SweepResult) and res.converged.all()
+    for i, C in enumerate(Cs):
+        sk = _sk(X, y, C)
+        est = LogisticProbe(C=C)._set_fitted(res.classes, res.coefs[i], res.intercepts[i], 0, 0,
+                                             X.shape[1])
+        f, g = _objective(est, X, y, C)
+        f_sk, _ = _objective(sk, X, y, C)
+        assert abs(f - f_sk) <= 1e-6 * f_sk
+        assert res.val_accuracy[i] == pytest.approx(sk.score(Xv, yv))
+        assert res.train_loss[i] == pytest.approx(
+            float(ref.probe_objective(X, y, res.coefs[i], res.intercepts[i], np.inf)[0]), rel=1e-5)
+    best = np.flatnonzero(res.val_accuracy == res.val_accuracy.max())[0]
+    assert res.best_C == Cs[best]
+    np.testing.assert_array_equal(res.best_estimator.predict(Xv),
+                                  _sk(X, y, Cs[best]).predict(Xv))
+    lin = res.to_linear()
+    assert isinstance(lin, torch.nn.Linear) and lin.weight.shape == (5, X.shape[1])
+
+
+def test_ties_go_to_the_smaller_C():
+    X, y = _data(n=120, k=2)
+    # every validation label is unseen, so every C scores 0 and all tie
+    with pytest.warns(UserWarning, match="unseen"):
+        res = probe_sweep(X, y, X[:5], np.full(5, 7), Cs=[2.0, 0.5, 1.0], progress=False)
+    assert (res.val_accuracy == 0).all() and res.best_C == 0.5 and res.best_index == 0
+
+
+def test_non_convergence_is_reported():
+    X, y = _data(k=3)
+    with pytest.warns(Warning, match="did not reach tol"):
+        res = probe_sweep(X, y, X, y, Cs=[100.0], max_iter=2, tol=1e-8, progress=False)
+    assert not res.converged[0] and res.grad_norm[0] > 1e-8
+
+
+def test_refit_uses_train_and_val():
+    X, y = _data(n=200, k=3)
+    res = probe_sweep(X[:150], y[:150], X[150:], y[150:], Cs=[0.1, 1.0], refit=True,
+                      progress=False, tol=1e-6)
+    direct = LogisticProbe(C=res.best_C, tol=1e-6).fit(X, y)
+    np.testing.assert_allclose(res.best_estimator.coef_, direct.coef_, atol=1e-4)
+
+
+def test_unseen_val_labels_warn_and_count_as_wrong():
+    X, y = _data(k=3)
+    yv = y.copy()
+    yv[:10] = 99
+    with pytest.warns(UserWarning, match="unseen in training"):
+        res = probe_sweep(X, y, X, yv, Cs=[1.0], progress=False)
+    pred = res.best_estimator.predict(X)
+    assert res.val_accuracy[0] == pytest.approx(np.mean(pred == yv))
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def test_bad_inputs():
+    X, y = _data(k=3)
+    Xn = X.copy()
+    Xn[17, 3] = np.nan
+    with pytest.raises(ValueError, match="first offending row: 17"):
+        probe_sweep(Xn, y, X, y, Cs=[1.0], progress=False)
+    Xi = X.copy()
+    Xi[5, 0] = np.inf
+    with pytest.raises(ValueError, match="row: 5"):
+        LogisticProbe().fit(torch.from_numpy(Xi), y)
+    with pytest.raises(ValueError, match="labels"):
+        probe_sweep(X, y[:-1], X, y, Cs=[1.0], progress=False)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        probe_sweep(X, np.zeros(len(y)), X, y, Cs=[1.0], progress=False)
+    with pytest.raises(ValueError, match="C should be"):
+        probe_sweep(X, y, X, y, Cs=[1.0, 0.0], progress=False)
+    with pytest.raises(ValueError, match="C should be"):
+        LogisticProbe(C=-1.0).fit(X, y)
+    with pytest.raises(ValueError, match="empty"):
+        probe_sweep(X[:0], y[:0], X, y, Cs=[1.0], progress=False)
+    with pytest.raises(ValueError, match="standardize"):
+        LogisticProbe(standardize="pca").fit(X, y)
+
+
+# --- scikit-learn integration -------------------------------------------------------------------
+
+def test_clone_pipeline_gridsearch_and_any_labels():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = _data(n=150, k=3)
+    labels = np.array(["cat", "dog", "eel"])[y]
+    est = clone(LogisticProbe(C=0.3, standardize="feature"))
+    assert est.get_params()["C"] == 0.3
+    pipe = make_pipeline(StandardScaler(), LogisticProbe()).fit(X, labels)
+    assert set(pipe.predict(X)) <= set(labels)
+    gs = GridSearchCV(LogisticProbe(), {"C": [0.01, 1.0]}, cv=3).fit(X, labels)
+    assert gs.best_params_["C"] in (0.01, 1.0)
+    fitted = LogisticProbe(C=1.0).fit(X, labels)
+    np.testing.assert_array_equal(fitted.classes_, ["cat", "dog", "eel"])
+    assert fitted.n_iter_.shape == (1,) and fitted.score(X, labels) > 0.5
+
+
+# --- CUDA ----------------------------------------------------------------------------------------
+
+@needs_cuda
+def test_cuda_matches_cpu():
+    X, y = _data(n=300, k=5)
+    Xv = X[:100]
+    a = probe_sweep(X, y, Xv, y[:100], Cs=[0.01, 1.0], progress=False, tol=1e-6)
+    b = probe_sweep(X, y, Xv, y[:100], Cs=[0.01, 1.0], progress=False, tol=1e-6, device="cuda")
+    for ca, cb in zip(a.coefs, b.coefs):
+        np.testing.assert_allclose(ca, cb, atol=1e-4)
+    np.testing.assert_array_equal(a.val_accuracy, b.val_accuracy)
+    z = torch.randn(50, 2, 7, device="cuda")
+    y7 = torch.randint(0, 7, (50,), device="cuda")
+    w = torch.rand(50, device="cuda")
+    g_cuda, s_cuda = ops.loss_grad(z, y7, w)
+    g_cpu, s_cpu = ops.loss_grad(z.cpu(), y7.cpu(), w.cpu())
+    torch.testing.assert_close(g_cuda.cpu(), g_cpu, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(s_cuda.cpu(), s_cpu, atol=1e-6, rtol=1e-6)
+
+
+# Checks LogisticProbe cannot pass, with the reason (also in pyrobust/probe/estimator.py).
+EXPECTED_FAILED_CHECKS = {
+    # predict_proba of a weighted fit vs a fit on repeated rows at rtol 1e-7: float32 compute and
+    # tol=1e-4 agree to ~1e-4; the weighted objective itself is tested against scikit-learn above.
+    "check_sample_weight_equivalence_on_dense_data",
+}
+
+
+def test_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(LogisticProbe(), on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    assert failed <= EXPECTED_FAILED_CHECKS, failed
