@@ -52,6 +52,8 @@ def mix(
     """``out[i] = G_i * images[i] + (1 - G_i) * other_i`` in float64, cast back like the kernel."""
     x = images.to(torch.float64)
     g = mix_mask(params, mode, invert, x.shape[2], x.shape[3])[:, None]
+    if fill is not None and images.dtype == torch.uint8:
+        fill = min(max(fill, 0.0), 255.0)  # saturated to the dtype's range before blending
     other = torch.full_like(x, fill) if fill is not None else x[partner.long()]
     out = g * x + (1 - g) * other
     if images.dtype == torch.uint8:

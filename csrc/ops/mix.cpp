@@ -45,6 +45,21 @@ void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const a
   check_mix_params(params, mode, n);
 }
 
+void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay) {
+  TORCH_CHECK(out.sizes() == images.sizes(), "out should have the images' shape ",
+              images.sizes(), ", got ", out.sizes());
+  TORCH_CHECK(out.scalar_type() == images.scalar_type(), "out should have dtype ",
+              images.scalar_type(), ", got ", out.scalar_type());
+  TORCH_CHECK(out.device() == images.device(), "out should be on ", images.device(), ", got ",
+              out.device());
+  const auto format =
+      lay.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  TORCH_CHECK(out.is_contiguous(format), "out should be contiguous in the images' memory format (",
+              lay.channels_last ? "channels_last" : "contiguous", ")");
+  TORCH_CHECK(images.numel() == 0 || out.data_ptr() != images.data_ptr(),
+              "out must not alias images: out[i] reads images[partner[i]]");
+}
+
 TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
   m.def(
       "mix(Tensor images, Tensor partner, Tensor params, str mode, bool invert, float? fill)"

@@ -1,4 +1,4 @@
-// Argument checks shared by the mixing kernels of every backend.
+// Shared by the mixing kernels of every backend: compute type, row layout, argument checks.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -9,9 +9,43 @@
 
 namespace pyrobust {
 
+// Blends are computed in float for every image dtype but double.
+template <typename T>
+struct Compute {
+  using type = float;
+};
+template <>
+struct Compute<double> {
+  using type = double;
+};
+
+// How a batch is walked: rows of contiguous values, each row one (sample, channel, y) for
+// NCHW or one (sample, y) for channels-last (then a row holds W * C values).
+struct Layout {
+  bool channels_last;
+  int64_t n, c, h, w;
+  int64_t rows() const { return channels_last ? h : c * h; }   // rows per sample
+  int64_t inner() const { return channels_last ? w * c : w; }  // contiguous values per row
+};
+
+inline Layout layout_of(const at::Tensor& images) {
+  const bool cl = !images.is_contiguous() &&
+                  images.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return {cl, images.size(0), images.size(1), images.size(2), images.size(3)};
+}
+
 // Validates the arguments of pyrobust::mix / mix_mask and returns the parsed mode.
 MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int64_t n);
+// Validates a preallocated output: the images' shape, dtype, device and memory format, no alias.
+void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay);
 void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
                     const std::string& mode);
+
+// A fill value outside the dtype's range is saturated first (uint8: to [0, 255]), so that the
+// blend of two in-range values never leaves the range.
+inline double saturated_fill(double fill, at::ScalarType dtype) {
+  if (dtype == at::kByte) return fill < 0.0 ? 0.0 : (fill > 255.0 ? 255.0 : fill);
+  return fill;
+}
 
 }  // namespace pyrobust

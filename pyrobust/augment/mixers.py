@@ -319,7 +319,20 @@ def _box_params(n: int, height: int, width: int, cut_h: torch.Tensor, cut_w: tor
     return params  # edge widths 0: a hard box
 
 
-class CutMix(BatchMixer):
+class _BetaMixer(BatchMixer):
+    """A mixer whose mixing ratio is drawn from Beta(alpha, alpha) (CutMix, MixUp)."""
+
+    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs) -> None:
+        super().__init__(num_classes, **kwargs)
+        if not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"alpha should be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def _extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class CutMix(_BetaMixer):
     """CutMix: paste a box of the partner image, ``lam`` corrected to the clipped box.
 
     Args:
@@ -331,12 +344,6 @@ class CutMix(BatchMixer):
     mode = "trapezoid"
     invert = True
 
-    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs) -> None:
-        super().__init__(num_classes, **kwargs)
-        if not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"alpha should be > 0, got {alpha!r}")
-        self.alpha = float(alpha)
-
     def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
         lam = self._beta(self.alpha, n)
         ratio = torch.sqrt(1.0 - lam)
@@ -346,11 +353,8 @@ class CutMix(BatchMixer):
         cx = torch.floor(self._uniform(n) * width)
         return _box_params(n, height, width, cut_h, cut_w, cy, cx)
 
-    def _extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
-
-class MixUp(BatchMixer):
+class MixUp(_BetaMixer):
     """MixUp: blend whole images with a constant ``lam ~ Beta(alpha, alpha)``.
 
     Args:
@@ -361,19 +365,10 @@ class MixUp(BatchMixer):
 
     mode = "constant"
 
-    def __init__(self, num_classes: int, alpha: float = 1.0, **kwargs) -> None:
-        super().__init__(num_classes, **kwargs)
-        if not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"alpha should be > 0, got {alpha!r}")
-        self.alpha = float(alpha)
-
     def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
         params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
         params[:, 0] = self._beta(self.alpha, n)
         return params
-
-    def _extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
 
 
 class Cutout(BatchMixer):

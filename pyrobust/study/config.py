@@ -43,7 +43,7 @@ class StudyConfig:
     n_cs: int = 15
     standardize: str = "scalar"
     # fine-tuning: SGD momentum 0.9, cosine schedule, BatchNorm in eval mode (the authors' protocol)
-    epochs: int = 4
+    epochs: int = 3
     ft_lrs: list = field(default_factory=lambda: [3e-3, 1e-2])
     lpft_lrs: list = field(default_factory=lambda: [1e-4, 3e-4])
     seeds: list = field(default_factory=lambda: [0])
@@ -52,8 +52,8 @@ class StudyConfig:
     mixers: list = field(default_factory=lambda: ["smoothmix-circle", "cutmix"])
     # OOD sets: each corruption at each severity, applied to the ID test split
     corruptions: list = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
-    severities: list = field(default_factory=lambda: [1, 3, 5])
-    feature_change_batches: int = 0
+    severities: list = field(default_factory=lambda: [2, 4])
+    feature_change_batches: int = 4
     theory_seeds: int = 10
 
     @classmethod

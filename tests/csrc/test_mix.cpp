@@ -83,8 +83,10 @@ void test_uint8_rounds_and_saturates() {
   auto x = at::full({1, 1, 2, 2}, 100, at::kByte);
   auto params = at::zeros({1, 6}, at::kFloat);
   params[0][0] = 0.5f;  // constant mask 0.5
-  auto out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 301.0);
-  CHECK(out[0][0][0][0].item<int>() == 201);  // 0.5 * 100 + 0.5 * 301 = 200.5 -> 201
+  auto out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 101.0);
+  CHECK(out[0][0][0][0].item<int>() == 101);  // 0.5 * 100 + 0.5 * 101 = 100.5 -> 101
+  out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 301.0);
+  CHECK(out[0][0][0][0].item<int>() == 178);  // fill saturated to 255: 177.5 -> 178
   params[0][0] = 0.0f;
   out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 400.0);
   CHECK(out[0][0][0][0].item<int>() == 255);

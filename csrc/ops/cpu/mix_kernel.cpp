@@ -23,36 +23,16 @@
 namespace pyrobust {
 namespace {
 
-template <typename T>
-struct Compute {
-  using type = float;
-};
-template <>
-struct Compute<double> {
-  using type = double;
-};
-
 template <typename T, typename A>
 inline T store(A v) {
   return static_cast<T>(v);
 }
 template <>
 inline uint8_t store<uint8_t, float>(float v) {
-  // Round to nearest (ties up) and saturate: a fill value may lie outside [0, 255].
-  return static_cast<uint8_t>(std::min(std::max(v, 0.f), 255.f) + 0.5f);
-}
-
-struct Layout {
-  bool channels_last;
-  int64_t n, c, h, w;
-  int64_t rows() const { return channels_last ? h : c * h; }  // rows per sample
-  int64_t inner() const { return channels_last ? w * c : w; }  // contiguous values per row
-};
-
-Layout layout_of(const at::Tensor& images) {
-  const bool cl = !images.is_contiguous() &&
-                  images.is_contiguous(at::MemoryFormat::ChannelsLast);
-  return {cl, images.size(0), images.size(1), images.size(2), images.size(3)};
+  // Round to nearest (ties up). No clamp is needed: G is in [0, 1] and both blended values are
+  // in [0, 255] (a uint8 fill is saturated before the pass), and a branch-free float -> int32 ->
+  // byte conversion keeps the loop vectorised.
+  return static_cast<uint8_t>(static_cast<int32_t>(v + 0.5f));
 }
 
 // Profiles for all samples: gy (N, H) and gx expanded to the row's inner length (N, inner).
@@ -112,21 +92,6 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
   });
 }
 
-void check_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay) {
-  TORCH_CHECK(out.sizes() == images.sizes(), "out should have the images' shape ",
-              images.sizes(), ", got ", out.sizes());
-  TORCH_CHECK(out.scalar_type() == images.scalar_type(), "out should have dtype ",
-              images.scalar_type(), ", got ", out.scalar_type());
-  TORCH_CHECK(out.device() == images.device(), "out should be on ", images.device(), ", got ",
-              out.device());
-  const auto format =
-      lay.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  TORCH_CHECK(out.is_contiguous(format), "out should be contiguous in the images' memory format (",
-              lay.channels_last ? "channels_last" : "contiguous", ")");
-  TORCH_CHECK(images.numel() == 0 || out.data_ptr() != images.data_ptr(),
-              "out must not alias images: out[i] reads images[partner[i]]");
-}
-
 at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_in,
                         const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                         std::optional<double> fill, at::Tensor& out) {
@@ -138,7 +103,7 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
   const at::Tensor images =
       cl_in ? images_in : images_in.contiguous(images_in.suggest_memory_format());
   const Layout lay = layout_of(images);
-  check_out(images, out, lay);
+  check_mix_out(images, out, lay);
   if (images.numel() == 0) return out;
   const at::Tensor partner = partner_in.contiguous();
   const at::Tensor params = params_in.contiguous();
@@ -152,10 +117,11 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
   }
   std::vector<float> gy(n * lay.h), gx(n * lay.inner());
   fill_profiles(params.data_ptr<float>(), mode, lay, gy.data(), gx.data());
+  const double fill_value = saturated_fill(fill.value_or(0.0), images.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND3(
       at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cpu", [&] {
         mix_rows<scalar_t>(images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data(),
-                           gx.data(), lay, invert, fill.has_value(), fill.value_or(0.0),
+                           gx.data(), lay, invert, fill.has_value(), fill_value,
                            out.data_ptr<scalar_t>());
       });
   return out;

@@ -22,15 +22,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-struct Compute {
-  using type = float;
-};
-template <>
-struct Compute<double> {
-  using type = double;
-};
-
 template <typename T, typename A>
 __device__ __forceinline__ T store(A v) {
   return static_cast<T>(v);
@@ -39,13 +30,6 @@ template <>
 __device__ __forceinline__ uint8_t store<uint8_t, float>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(v, 0.f), 255.f) + 0.5f);
 }
-
-struct Layout {
-  bool channels_last;
-  int64_t n, c, h, w;
-  int64_t rows() const { return channels_last ? h : c * h; }
-  int64_t inner() const { return channels_last ? w * c : w; }
-};
 
 // gy: (N, H); gx: (N, inner), the x-profile repeated per channel for channels-last rows.
 __global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode, int64_t n,
@@ -99,12 +83,6 @@ int blocks_for(int64_t work) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, sm * 32)));
 }
 
-Layout layout_of(const at::Tensor& images) {
-  const bool cl = !images.is_contiguous() &&
-                  images.is_contiguous(at::MemoryFormat::ChannelsLast);
-  return {cl, images.size(0), images.size(1), images.size(2), images.size(3)};
-}
-
 void compute_profiles(const at::Tensor& params, MaskMode mode, const Layout& lay, at::Tensor& gy,
                       at::Tensor& gx) {
   const int64_t reps = lay.channels_last ? lay.c : 1;
@@ -130,14 +108,7 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   const at::Tensor images =
       cl_in ? images_in : images_in.contiguous(images_in.suggest_memory_format());
   const Layout lay = layout_of(images);
-  TORCH_CHECK(out.sizes() == images.sizes() && out.scalar_type() == images.scalar_type() &&
-                  out.device() == images.device(),
-              "out should match the images in shape, dtype and device");
-  TORCH_CHECK(out.is_contiguous(lay.channels_last ? at::MemoryFormat::ChannelsLast
-                                                  : at::MemoryFormat::Contiguous),
-              "out should be contiguous in the images' memory format");
-  TORCH_CHECK(images.numel() == 0 || out.data_ptr() != images.data_ptr(),
-              "out must not alias images: out[i] reads images[partner[i]]");
+  check_mix_out(images, out, lay);
   if (images.numel() == 0) return out;
   const at::Tensor partner = partner_in.contiguous();
   const at::Tensor params = params_in.contiguous();
@@ -150,7 +121,9 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
                                at::cuda::getCurrentCUDAStream()>>>(
             images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data_ptr<float>(),
             gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h, invert,
-            fill.has_value(), static_cast<float>(fill.value_or(0.0)), out.data_ptr<scalar_t>());
+            fill.has_value(),
+            static_cast<float>(saturated_fill(fill.value_or(0.0), images.scalar_type())),
+            out.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return out;
