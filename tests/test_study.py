@@ -114,3 +114,31 @@ def test_demo_quick_end_to_end(capsys, tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 6 and "LP-FT" in html
     assert "ID test %" in stdout  # the one-screen table
+
+
+def test_extract_then_probe_commands(capsys, tmp_path):
+    out = tmp_path / "feats"
+    args = ["extract", "--dataset", "digits", "--backbone", "small_resnet", "--image-size", "16",
+            "--splits", "train,val", "--out", str(out), "--dtype", "float32", "--no-progress"]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    import numpy as np
+
+    feats = np.load(out / "train" / "features.npy", mmap_mode="r")
+    labels = np.load(out / "train" / "labels.npy")
+    assert feats.shape[0] == labels.shape[0] == 1000 and np.isfinite(feats).all()
+    code, stdout2, err = run_cli(args, capsys)  # a second run loads the cache
+    assert code == 0 and stdout2 == stdout
+    code, _, err = run_cli(["probe", str(out / "train" / "features.npy"), "--train-y", str(out / "train" / "labels.npy"),
+                            "--val", str(out / "val" / "features.npy"), "--val-y", str(out / "val" / "labels.npy"),
+                            "--n-c", "3", "--out", str(tmp_path / "probe"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "probe" / "probe_head.safetensors").exists()
+
+
+def test_extract_bad_input(capsys, tmp_path):
+    code, _, err = run_cli(["extract", "--dataset", "nope", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "nope" in err and not (tmp_path / "x").exists()
+    code, _, err = run_cli(["extract", "--splits", "train,holdout", "--backbone", "small_resnet",
+                            "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "holdout" in err
