@@ -4,7 +4,9 @@
 --config study.toml`` reads every field from a TOML file, whose unknown keys are refused.
 ``examples/study.toml`` holds the demo's defaults written out by ``StudyConfig().to_toml()``.
 
-Defaults are sized for the 2-core reference machine (REFERENCES.md §4: fine-tuning
+Defaults are sized for the 2-core reference machine (measured: 48 px, 3 epochs, lr grids of two,
+both mixers and 8 OOD sets take about 5 minutes; at 64 px the same study took 8.5 minutes, too
+long for `make demo` to fit its 10-minute budget with set-up). REFERENCES.md §4: fine-tuning
 EfficientNet-Lite0 at 64 px runs ≈ 4.4 s per epoch of 1,000 images): the whole study, with the
 mixers and the theory panel, takes a few minutes there.
 """
@@ -27,7 +29,7 @@ class StudyConfig:
 
     dataset: str = "digits"
     backbone: str = "efficientnet_lite0"
-    image_size: int = 64
+    image_size: int = 48
     out: str = "demo-out"
     device: str = "auto"
     seed: int = 0
