@@ -81,6 +81,17 @@ def _centre(x: np.ndarray, name: str) -> np.ndarray:
     return xc
 
 
+def _paired_features(F0: Any, F1: Any):
+    """Before / after features as float64 arrays of one shape with at least one sample."""
+    f0 = _as_float64(F0, "F0")
+    f1 = _as_float64(F1, "F1")
+    if f0.shape != f1.shape:
+        raise ValueError(f"F0 and F1 must have the same shape, got {tuple(f0.shape)} and {tuple(f1.shape)}")
+    if f0.shape[0] == 0:
+        raise ValueError("F0 and F1 are empty (0 samples)")
+    return f0, f1
+
+
 def mean_squared_change(F0: Any, F1: Any) -> float:
     """Mean over samples of the squared Euclidean change of a feature vector.
 
@@ -91,12 +102,7 @@ def mean_squared_change(F0: Any, F1: Any) -> float:
     Args:
         F0, F1: ``(N, D)`` features before / after, numpy or torch, any float dtype, ``N >= 1``.
     """
-    f0 = _as_float64(F0, "F0")
-    f1 = _as_float64(F1, "F1")
-    if f0.shape != f1.shape:
-        raise ValueError(f"F0 and F1 must have the same shape, got {tuple(f0.shape)} and {tuple(f1.shape)}")
-    if f0.shape[0] == 0:
-        raise ValueError("F0 and F1 are empty (0 samples)")
+    f0, f1 = _paired_features(F0, F1)
     return float(((f1 - f0) ** 2).sum(axis=1).mean())
 
 
@@ -109,12 +115,7 @@ def mean_cosine_change(F0: Any, F1: Any) -> float:
     Args:
         F0, F1: ``(N, D)`` features before / after, numpy or torch, any float dtype, ``N >= 1``.
     """
-    f0 = _as_float64(F0, "F0")
-    f1 = _as_float64(F1, "F1")
-    if f0.shape != f1.shape:
-        raise ValueError(f"F0 and F1 must have the same shape, got {tuple(f0.shape)} and {tuple(f1.shape)}")
-    if f0.shape[0] == 0:
-        raise ValueError("F0 and F1 are empty (0 samples)")
+    f0, f1 = _paired_features(F0, F1)
     n0 = np.linalg.norm(f0, axis=1)
     n1 = np.linalg.norm(f1, axis=1)
     dot = (f0 * f1).sum(axis=1)
