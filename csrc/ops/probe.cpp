@@ -65,7 +65,8 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
   m.def(
       "probe_solve(Tensor X, Tensor target, Tensor weight, Tensor lambdas, Tensor coef, "
       "Tensor intercept, Tensor center, Tensor scale, Tensor eigvecs, Tensor eigvals, float tol, "
-      "int max_iter, int history, int chunk_rows) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "int max_iter, int history, int chunk_rows, Tensor? history_s=None, Tensor? history_y=None, "
+      "float history_lambda=0.) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace pyrobust

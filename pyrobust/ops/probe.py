@@ -53,8 +53,11 @@ def solve(
     eigvals: torch.Tensor,
     tol: float,
     max_iter: int,
-    history: int = 10,
+    history: int = 30,
     chunk_rows: int = 0,
+    history_s: torch.Tensor | None = None,
+    history_y: torch.Tensor | None = None,
+    history_lambda: float = 0.0,
 ):
     """Run the solver loop for ``m`` L2 strengths ``lambdas`` from the start ``(coef, intercept)``.
 
@@ -63,11 +66,21 @@ def solve(
     in the internal model on ``(x - center) / scale``; ``eigvecs`` ``(D, D)``, ``eigvals`` ``(D,)``
     the eigendecomposition of the weighted covariance of those features.
 
-    Returns ``(coef, intercept, n_iter (m,) int64, grad_norm (m,) float64, loss (m,) float64)``.
+    ``history_s``/``history_y`` ``(h, D + 1, K)`` (the intercept in row D) are L-BFGS pairs from
+    the previous C of a path, their ``y`` taken at ``history_lambda``; the solver moves them to each
+    of its ``lambdas`` exactly (the penalty's curvature is ``lambda I``) and starts from them.
+
+    Stops for each C once ``grad_norm <= tol`` and ``gap <= tol``.
+
+    Returns ``(coef, intercept, n_iter (m,) int64, grad_norm (m,) float64, gap (m,) float64,
+    loss (m,) float64, history_s, history_y)``: ``grad_norm`` the max-abs gradient, ``gap`` the
+    estimated objective gap ``g' M g / 2`` (M the preconditioner), ``loss`` the mean weighted
+    cross-entropy, the last two the final pairs of the last C, packed as above.
     """
     return torch.ops.pyrobust.probe_solve(
         X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
-        float(tol), int(max_iter), int(history), int(chunk_rows),
+        float(tol), int(max_iter), int(history), int(chunk_rows), history_s, history_y,
+        float(history_lambda),
     )
 
 
@@ -83,13 +96,18 @@ def _line_stats_fake(logits, direction, target, weight, step):
 
 @torch.library.register_fake("pyrobust::probe_solve")
 def _solve_fake(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
-                tol, max_iter, history, chunk_rows):
-    m = coef.shape[0]
+                tol, max_iter, history, chunk_rows, history_s=None, history_y=None,
+                history_lambda=0.0):
+    m, d, k = coef.shape
     cpu = torch.device("cpu")
+    h = torch.library.get_ctx().new_dynamic_size()
     return (
         torch.empty_like(coef),
         torch.empty_like(intercept),
         torch.empty((m,), dtype=torch.int64, device=cpu),
         torch.empty((m,), dtype=torch.float64, device=cpu),
         torch.empty((m,), dtype=torch.float64, device=cpu),
+        torch.empty((m,), dtype=torch.float64, device=cpu),
+        coef.new_empty((h, d + 1, k)),
+        coef.new_empty((h, d + 1, k)),
     )

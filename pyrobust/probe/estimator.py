@@ -73,26 +73,28 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
                         standardize=self.standardize, device=self.device,
                         compute_dtype=self._torch_dtype())
         coef, intercept = prob.zeros(1)
-        coef, intercept, it, gn, _ = prob.solve([float(self.C)], coef, intercept, tol=self.tol,
-                                                max_iter=self.max_iter)
+        coef, intercept, it, gn, gap, _, _ = prob.solve([float(self.C)], coef, intercept,
+                                                     tol=self.tol, max_iter=self.max_iter)
         cf, ic = prob.fold(coef[0], intercept[0])
-        self._set_fitted(prob.classes, cf, ic, int(it[0]), float(gn[0]), prob.X.shape[1])
-        if not self.grad_norm_ <= self.tol:
+        self._set_fitted(prob.classes, cf, ic, int(it[0]), float(gn[0]), prob.X.shape[1],
+                         float(gap[0]))
+        if not (self.grad_norm_ <= self.tol and self.gap_ <= self.tol):
             from sklearn.exceptions import ConvergenceWarning
             import warnings
 
             warnings.warn(f"LogisticProbe(C={self.C:g}) stopped after {self.n_iter_[0]} iterations "
-                          f"with max-abs gradient {self.grad_norm_:.2e} > tol={self.tol:g}; "
-                          "increase max_iter or use dtype='float64'", ConvergenceWarning,
-                          stacklevel=2)
+                          f"with max-abs gradient {self.grad_norm_:.2e} and estimated objective "
+                          f"gap {self.gap_:.2e} (both should be <= tol={self.tol:g}); increase "
+                          "max_iter or use dtype='float64'", ConvergenceWarning, stacklevel=2)
         return self
 
-    def _set_fitted(self, classes, coef, intercept, n_iter, grad_norm, n_features):
+    def _set_fitted(self, classes, coef, intercept, n_iter, grad_norm, n_features, gap=0.0):
         self.classes_ = np.asarray(classes)
         self.coef_ = np.asarray(coef, dtype=np.float64)
         self.intercept_ = np.asarray(intercept, dtype=np.float64)
         self.n_iter_ = np.array([n_iter], dtype=np.int32)
         self.grad_norm_ = float(grad_norm)
+        self.gap_ = float(gap)
         self.n_features_in_ = n_features
         return self
 
