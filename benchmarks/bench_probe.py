@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--joint", type=int, default=1, help="C values solved per batched GEMM")
     ap.add_argument("--skip-slow", action="store_true", help="skip scikit-learn and torch LBFGS")
     ap.add_argument("--skip-torch", action="store_true", help="skip torch.optim.LBFGS")
+    ap.add_argument("--skip-warm", action="store_true", help="skip the warm-started sklearn path")
     args = ap.parse_args(argv)
 
     from pyrobust.probe import probe_sweep
@@ -142,9 +143,10 @@ def main(argv=None) -> int:
         acc, it, t = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=False)
         rows["sklearn cold"] = (acc, t)
         iters["sklearn cold"] = it
-        acc, it, t = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=True)
-        rows["sklearn warm"] = (acc, t)
-        iters["sklearn warm"] = it
+        if not args.skip_warm:
+            acc, it, t = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=True)
+            rows["sklearn warm"] = (acc, t)
+            iters["sklearn warm"] = it
         if not args.skip_torch:
             acc, t = torch_lbfgs_sweep(Xt, yt, Xv, yv, Cs)
             rows["torch LBFGS"] = (acc, t)

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/simd.h"
 #include "ops/mix.h"
 
 namespace pyrobust {
@@ -51,6 +52,38 @@ void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float*
   });
 }
 
+// One row of the blend: o = g a + (1 - g) b with g = base + gy * gx[k] (b = the fill value when
+// b is null). Templates for every dtype; float32 and uint8, the loader's dtypes, also have
+// overloads cloned for AVX2 (ops/cpu/simd.h): at the baseline ISA the uint8 <-> float
+// conversions of the uint8 loop do not vectorise.
+template <typename T, typename A = typename Compute<T>::type>
+__attribute__((always_inline)) inline void blend_row(const T* __restrict a, const T* __restrict b, A fill, const float* __restrict gx,
+               A base, A gy, T* __restrict o, int64_t n) {
+  if (b == nullptr) {
+    for (int64_t k = 0; k < n; ++k) {
+      const A g = base + gy * static_cast<A>(gx[k]);
+      o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * fill);
+    }
+    return;
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const A g = base + gy * static_cast<A>(gx[k]);
+    o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * static_cast<A>(b[k]));
+  }
+}
+
+PYROBUST_CLONES void blend_row(const float* __restrict a, const float* __restrict b, float fill,
+                               const float* __restrict gx, float base, float gy,
+                               float* __restrict o, int64_t n) {
+  blend_row<float, float>(a, b, fill, gx, base, gy, o, n);
+}
+
+PYROBUST_CLONES void blend_row(const uint8_t* __restrict a, const uint8_t* __restrict b,
+                               float fill, const float* __restrict gx, float base, float gy,
+                               uint8_t* __restrict o, int64_t n) {
+  blend_row<uint8_t, float>(a, b, fill, gx, base, gy, o, n);
+}
+
 template <typename T>
 void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, const float* gx,
               const Layout& lay, bool invert, bool use_fill, double fill_value,
@@ -70,24 +103,15 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
       const int64_t r = row % rows;
       const int64_t yy = r % lay.h;
       const A gyv = static_cast<A>(gy[i * lay.h + yy]) * sign;
-      const float* __restrict gxr = gx + i * inner;
-      const T* __restrict a = src + i * sample + r * inner;
-      T* __restrict o = dst + i * sample + r * inner;
-      if (use_fill) {
-        for (int64_t k = 0; k < inner; ++k) {
-          const A g = base + gyv * static_cast<A>(gxr[k]);
-          o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * fill);
-        }
-      } else if (partner[i] == i) {
+      const T* a = src + i * sample + r * inner;
+      T* o = dst + i * sample + r * inner;
+      if (!use_fill && partner[i] == i) {
         // G x + (1 - G) x is x, but not bit for bit in floating point: copy unmixed samples.
         std::copy(a, a + inner, o);
-      } else {
-        const T* __restrict b = src + partner[i] * sample + r * inner;
-        for (int64_t k = 0; k < inner; ++k) {
-          const A g = base + gyv * static_cast<A>(gxr[k]);
-          o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * static_cast<A>(b[k]));
-        }
+        continue;
       }
+      const T* b = use_fill ? nullptr : src + partner[i] * sample + r * inner;
+      blend_row(a, b, fill, gx + i * inner, base, gyv, o, inner);
     }
   });
 }
@@ -166,13 +190,17 @@ at::Tensor mix_lambda_cpu(const at::Tensor& params_in, c10::string_view mode_nam
   at::Tensor lam = at::empty({n}, params.options());
   const float* p = params.data_ptr<float>();
   float* l = lam.data_ptr<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    double sy = 0, sx = 0;
-    for (int64_t y = 0; y < height; ++y) sy += mask_profile(mode, p + i * kMixParams, 1, y);
-    for (int64_t x = 0; x < width; ++x) sx += mask_profile(mode, p + i * kMixParams, 0, x);
-    const double mean = sy * sx / (static_cast<double>(height) * width);
-    l[i] = static_cast<float>(invert ? 1.0 - mean : mean);
-  }
+  // O(H + W) profile evaluations per sample, each with an exp for the gaussian: in parallel, as
+  // this runs on every batch beside the blend.
+  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      double sy = 0, sx = 0;
+      for (int64_t y = 0; y < height; ++y) sy += mask_profile(mode, p + i * kMixParams, 1, y);
+      for (int64_t x = 0; x < width; ++x) sx += mask_profile(mode, p + i * kMixParams, 0, x);
+      const double mean = sy * sx / (static_cast<double>(height) * width);
+      l[i] = static_cast<float>(invert ? 1.0 - mean : mean);
+    }
+  });
   return lam;
 }
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/cpu/simd.h"
 #include "ops/probe.h"
 
 namespace pyrobust {
@@ -32,18 +33,10 @@ inline T sigmoid(T z) {
   return z >= 0 ? T(1) / (T(1) + std::exp(-z)) : std::exp(z) / (T(1) + std::exp(z));
 }
 
-// e[j] = exp(x[j] - shift) for x[j] <= shift, and the sum of e. The float version is a
-// branch-free Cody-Waite reduction with a degree-6 polynomial (relative error < 2e-7, flushes
-// below exp(-87) to 0) that GCC vectorises, built for x86-64-v3 (AVX2, FMA) and for the baseline ISA and
-// picked at load time; the exponentials are most of a fused pass, and std::exp does not vectorise.
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define PYROBUST_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define PYROBUST_CLONES
-#endif
-
-// exp(a) for a <= 0, a branch-free body that GCC vectorises; inputs below -87 give exp(-87)
-// (about 1.6e-38) instead of 0, which no sum of probabilities can see.
+// exp(a) for a <= 0: a branch-free Cody-Waite reduction with a degree-6 polynomial (relative
+// error < 2e-7) that GCC vectorises in the AVX2 clone (ops/cpu/simd.h); std::exp does not, and
+// the exponentials are most of a fused pass. Inputs below -87 give exp(-87) (about 1.6e-38)
+// instead of 0, which no sum of probabilities can see.
 __attribute__((always_inline)) inline float exp_poly(float a) {
   a = std::max(a, -87.0f);
   const float t = a * 1.44269504088896341f;
@@ -62,6 +55,7 @@ __attribute__((always_inline)) inline float exp_poly(float a) {
   return p * scale;
 }
 
+// e[j] = exp(x[j] - shift) for x[j] <= shift; returns the sum of e.
 PYROBUST_CLONES float exp_shifted(const float* __restrict x, float shift, float* __restrict e,
                                   int64_t k) {
   for (int64_t j = 0; j < k; ++j) e[j] = exp_poly(x[j] - shift);
