@@ -8,6 +8,9 @@
 //   mix_lambda(params, mode, invert, height, width) -> (N,) float32 mean of each mask, exact.
 #include "ops/mix.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+
 #include <torch/library.h>
 
 namespace pyrobust {
@@ -60,6 +63,38 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
               "out must not alias images: out[i] reads images[partner[i]]");
 }
 
+MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,
+                         int64_t width, bool for_lambda) {
+  if (for_lambda) {
+    TORCH_CHECK(height > 0 && width > 0, "height and width should be > 0, got ", height, " and ",
+                width);
+  } else {
+    TORCH_CHECK(height >= 0 && width >= 0, "height and width should be >= 0, got ", height,
+                " and ", width);
+  }
+  return check_mix_params(params, mode, params.dim() > 0 ? params.size(0) : 0);
+}
+
+namespace {
+
+// pyrobust::mix for every backend: allocate the output in the images' memory format and call
+// mix.out, which each backend implements.
+at::Tensor mix_alloc(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+                     c10::string_view mode, bool invert, std::optional<double> fill) {
+  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
+              "-D");
+  at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
+                                                 images.suggest_memory_format()));
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix", "out")
+                       .typed<at::Tensor&(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                          c10::string_view, bool, std::optional<double>,
+                                          at::Tensor&)>();
+  return op.call(images, partner, params, mode, invert, fill, out);
+}
+
+}  // namespace
+
 TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
   m.def(
       "mix(Tensor images, Tensor partner, Tensor params, str mode, bool invert, float? fill)"
@@ -69,6 +104,10 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       " *, Tensor(a!) out) -> Tensor(a!)");
   m.def("mix_mask(Tensor params, str mode, bool invert, int height, int width) -> Tensor");
   m.def("mix_lambda(Tensor params, str mode, bool invert, int height, int width) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {
+  m.impl("mix", &mix_alloc);
 }
 
 }  // namespace pyrobust

@@ -40,6 +40,10 @@ MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int
 void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay);
 void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
                     const std::string& mode);
+// Validates the arguments of pyrobust::mix_mask (sizes >= 0) or mix_lambda (sizes > 0: the mean
+// of an empty mask is undefined) and returns the parsed mode.
+MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,
+                         int64_t width, bool for_lambda);
 
 // A fill value outside the dtype's range is saturated first (uint8: to [0, 255]), so that the
 // blend of two in-range values never leaves the range.

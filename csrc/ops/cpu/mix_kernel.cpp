@@ -151,20 +151,9 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
   return out;
 }
 
-at::Tensor mix_cpu(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
-                   c10::string_view mode, bool invert, std::optional<double> fill) {
-  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
-              "-D");
-  at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
-                                                 images.suggest_memory_format()));
-  return mix_out_cpu(images, partner, params, mode, invert, fill, out);
-}
-
 at::Tensor mix_mask_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                         int64_t height, int64_t width) {
-  TORCH_CHECK(height >= 0 && width >= 0, "height and width should be >= 0, got ", height, " and ",
-              width);
-  const MaskMode mode = check_mix_params(params_in, std::string(mode_name), params_in.size(0));
+  const MaskMode mode = check_mask_args(params_in, std::string(mode_name), height, width, false);
   const at::Tensor params = params_in.contiguous();
   const int64_t n = params.size(0);
   at::Tensor masks = at::empty({n, height, width}, params.options());
@@ -182,9 +171,7 @@ at::Tensor mix_mask_cpu(const at::Tensor& params_in, c10::string_view mode_name,
 
 at::Tensor mix_lambda_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                           int64_t height, int64_t width) {
-  TORCH_CHECK(height > 0 && width > 0, "height and width should be > 0, got ", height, " and ",
-              width);
-  const MaskMode mode = check_mix_params(params_in, std::string(mode_name), params_in.size(0));
+  const MaskMode mode = check_mask_args(params_in, std::string(mode_name), height, width, true);
   const at::Tensor params = params_in.contiguous();
   const int64_t n = params.size(0);
   at::Tensor lam = at::empty({n}, params.options());
@@ -207,7 +194,6 @@ at::Tensor mix_lambda_cpu(const at::Tensor& params_in, c10::string_view mode_nam
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
-  m.impl("mix", &mix_cpu);
   m.impl("mix.out", &mix_out_cpu);
   m.impl("mix_mask", &mix_mask_cpu);
   m.impl("mix_lambda", &mix_lambda_cpu);

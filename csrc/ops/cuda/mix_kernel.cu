@@ -129,15 +129,6 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   return out;
 }
 
-at::Tensor mix_cuda(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
-                    c10::string_view mode, bool invert, std::optional<double> fill) {
-  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
-              "-D");
-  at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
-                                                 images.suggest_memory_format()));
-  return mix_out_cuda(images, partner, params, mode, invert, fill, out);
-}
-
 __global__ void outer_kernel(const float* __restrict__ gy, const float* __restrict__ gx,
                              int64_t n, int64_t h, int64_t w, float base, float sign,
                              float* __restrict__ masks) {
@@ -152,9 +143,7 @@ __global__ void outer_kernel(const float* __restrict__ gy, const float* __restri
 
 at::Tensor mix_mask_cuda(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                          int64_t height, int64_t width) {
-  TORCH_CHECK(height >= 0 && width >= 0, "height and width should be >= 0, got ", height, " and ",
-              width);
-  const MaskMode mode = check_mix_params(params_in, std::string(mode_name), params_in.size(0));
+  const MaskMode mode = check_mask_args(params_in, std::string(mode_name), height, width, false);
   c10::cuda::CUDAGuard guard(params_in.device());
   const at::Tensor params = params_in.contiguous();
   const Layout lay{false, params.size(0), 1, height, width};
@@ -171,11 +160,9 @@ at::Tensor mix_mask_cuda(const at::Tensor& params_in, c10::string_view mode_name
 
 at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                            int64_t height, int64_t width) {
-  TORCH_CHECK(height > 0 && width > 0, "height and width should be > 0, got ", height, " and ",
-              width);
+  const MaskMode mode = check_mask_args(params_in, std::string(mode_name), height, width, true);
   c10::cuda::CUDAGuard guard(params_in.device());
   const at::Tensor params = params_in.contiguous();
-  const MaskMode mode = check_mix_params(params, std::string(mode_name), params.size(0));
   const Layout lay{false, params.size(0), 1, height, width};
   at::Tensor gy, gx;
   compute_profiles(params, mode, lay, gy, gx);
@@ -189,7 +176,6 @@ at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_na
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyrobust, CUDA, m) {
-  m.impl("mix", &mix_cuda);
   m.impl("mix.out", &mix_out_cuda);
   m.impl("mix_mask", &mix_mask_cuda);
   m.impl("mix_lambda", &mix_lambda_cuda);
