@@ -22,9 +22,10 @@ def _cuda_ready() -> bool:
 needs_cuda = pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA device and pyrobust's CUDA kernels")
 
 # Absolute tolerances against a float64 reference for values in [0, 1] (uint8: within one step).
-# Masks are computed in float32 whatever the image dtype, which bounds float64 accuracy too.
+# Masks are computed in float32 whatever the image dtype, which bounds float64 accuracy too: the
+# two float32 profiles and their product carry up to about 3 float32 roundings (6e-8 each).
 TOLERANCE = {
-    torch.float64: 1e-7,
+    torch.float64: 3e-7,
     torch.float32: 2e-6,
     torch.float16: 2e-3,
     torch.bfloat16: 1.6e-2,
