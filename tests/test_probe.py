@@ -206,6 +206,51 @@ def test_sweep_matches_cold_sklearn_fits_and_picks_best_C():
     assert isinstance(lin, torch.nn.Linear) and lin.weight.shape == (5, X.shape[1])
 
 
+def test_solver_stops_on_the_objective_gap_not_only_the_gradient():
+    # A warm start at much weaker regularisation: its gradient (lambda_new - lambda_old) W is
+    # below tol, but the estimated objective gap g' M g / 2 (M the preconditioner (a S + lambda)^-1)
+    # is not. The solver must keep going until both are below tol (this stopped a real sweep at
+    # its neighbour's solution, see pyrobust/probe/sweep.py).
+    rng = np.random.default_rng(0)
+    # class 0 vs the rest along a feature of tiny variance (a direction the data barely curves)
+    y = torch.from_numpy(rng.integers(0, 3, 300))
+    X = torch.from_numpy(rng.normal(size=(300, 8)))
+    X[:, 0] = 1e-3 * (y == 0).double() + 1e-3 * torch.from_numpy(rng.normal(size=300))
+    w = torch.ones(300, dtype=torch.float64)
+    center = X.mean(0)
+    S = torch.cov(X.T, correction=0)
+    vals, vecs = torch.linalg.eigh(S)
+    one = torch.ones(8, dtype=torch.float64)
+
+    def solve(lam, coef, intercept, tol):
+        return ops.solve(X, y, w, torch.tensor([lam], dtype=torch.float64), coef, intercept,
+                         center, one, vecs, vals, tol, 10000, 10, 0)
+
+    zeros = torch.zeros(1, 8, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64)
+    W, b, *_ = solve(1e-5, *zeros, 1e-12)
+    lam = 1e-7
+    # gradient and gap of the warm start at the new lambda, from the definitions
+    Z = (X - center) @ W[0] + b[0]
+    P = torch.softmax(Z, 1) - torch.nn.functional.one_hot(y, 3)
+    gW, gb = (X - center).T @ P / 300 + lam * W[0], P.mean(0)
+    p = torch.softmax(Z, 1)
+    a = float(((1 - (p * p).sum(1)) / 2).mean())
+    MgW = vecs @ ((vecs.T @ gW) / (a * vals[:, None] + lam))
+    gap0 = 0.5 * float((gW * MgW).sum() + (gb * gb).sum() / a)
+    g0 = max(float(gW.abs().max()), float(gb.abs().max()))
+    assert gap0 > 100 * g0  # the scenario: the gap sees what the gradient does not
+    tol = (g0 * gap0) ** 0.5
+    W2, b2, it, gn, gap, *_ = solve(lam, W, b, tol)
+    assert int(it[0]) > 0 and float(gn[0]) <= tol and float(gap[0]) <= tol
+
+    def objective(W, b):
+        Z = (X - center) @ W[0] + b[0]
+        loss = (torch.logsumexp(Z, 1) - Z.gather(1, y[:, None])[:, 0]).mean()
+        return float(loss) + 0.5 * lam * float((W * W).sum())
+
+    assert objective(W2, b2) < objective(W, b) - 1e-4  # it went somewhere: more than tol
+
+
 def test_ties_go_to_the_smaller_C():
     X, y = _data(n=120, k=2)
     # every validation label is unseen, so every C scores 0 and all tie

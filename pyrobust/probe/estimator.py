@@ -29,7 +29,9 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
     Args:
         C: inverse regularisation strength, > 0 (penalty ``|W|^2 / (2 C sum(w))``).
         standardize: ``"none"``, ``"feature"`` (per-feature) or ``"scalar"`` (one mean and std).
-        tol: max-abs gradient at which to stop (scikit-learn's lbfgs ``gtol``).
+        tol: stop once the max-abs gradient (scikit-learn's lbfgs ``gtol``) and the estimated
+            objective gap ``g' M g / 2`` (M the solver's preconditioner) are both ``<= tol``;
+            fitted ``grad_norm_`` and ``gap_`` report the final values.
         max_iter: iteration cap.
         device: ``"cpu"`` or ``"cuda"``.
         class_weight: None, ``"balanced"`` or a dict ``{label: weight}``.

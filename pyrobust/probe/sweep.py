@@ -200,12 +200,13 @@ class SweepResult:
     def table(self) -> str:
         """The per-C table as text."""
         rows = [f"{'C':>10} {'val acc':>8} {'val loss':>9} {'train loss':>10} {'iters':>6} "
-                f"{'grad norm':>10} conv"]
+                f"{'grad norm':>10} {'gap':>9} conv"]
         for i, c in enumerate(self.Cs):
             mark = " *" if i == self.best_index else ""
             rows.append(f"{c:10.3g} {self.val_accuracy[i]:8.4f} {self.val_loss[i]:9.4f} "
                         f"{self.train_loss[i]:10.4f} {int(self.n_iter[i]):6d} "
-                        f"{self.grad_norm[i]:10.2e} {'yes' if self.converged[i] else 'NO'}{mark}")
+                        f"{self.grad_norm[i]:10.2e} {self.gap[i]:9.2e} "
+                        f"{'yes' if self.converged[i] else 'NO'}{mark}")
         return "\n".join(rows)
 
 
@@ -235,7 +236,9 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
             warm-started from the previous solution.
         standardize: ``"none"``, ``"feature"`` or ``"scalar"``; always folded into the head.
         device: ``"cpu"`` or ``"cuda"``.
-        tol: stop when the max-abs gradient is ``<= tol`` (scikit-learn's lbfgs ``gtol``).
+        tol: stop when the max-abs gradient (scikit-learn's lbfgs ``gtol``) and the estimated
+            objective gap are both ``<= tol`` (the gap test keeps a warm start at weak
+            regularisation from stopping far from the optimum).
         max_iter: iteration cap per C.
         refit: refit the best C on train + val (concatenated in memory).
         progress: a tqdm bar over C.
