@@ -79,6 +79,23 @@ def test_mix_matches_reference(n, c, h, w, dtype, channels_last, mode, invert, u
     check_close(out, expected, dtype)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("use_fill", [False, True])
+def test_large_float32_batch_matches_reference(channels_last, use_fill):
+    # float32 outputs of 8 MiB and more take the CPU kernel's streaming-store path; an odd width
+    # leaves rows that start off the 16-byte grid, and sample 2 is its own partner (a copy).
+    n, c, h, w = 4, 3, 419, 421
+    assert n * c * h * w * 4 >= 8 << 20
+    x = random_images(n, c, h, w, torch.float32, channels_last, seed=5)
+    partner = torch.tensor([1, 0, 2, 1])
+    params = random_params(n, h, w, "gaussian", seed=6)
+    fill = 0.3 if use_fill else None
+    out = mix_ops.mix(x, partner, params, "gaussian", False, fill)
+    check_close(out, reference.mix(x, partner, params, "gaussian", False, fill), torch.float32)
+    if not use_fill:
+        assert torch.equal(out[2], x[2])
+
+
 @pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
 @pytest.mark.parametrize("invert", [False, True])
 def test_mask_and_lambda_match_reference(mode, invert):

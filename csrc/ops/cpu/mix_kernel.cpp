@@ -16,7 +16,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "ops/cpu/simd.h"
 #include "ops/mix.h"
@@ -84,6 +90,34 @@ PYROBUST_CLONES void blend_row(const uint8_t* __restrict a, const uint8_t* __res
   blend_row<uint8_t, float>(a, b, fill, gx, base, gy, o, n);
 }
 
+#if defined(__x86_64__)
+// float32 rows with non-temporal stores, for outputs far larger than the caches: writing around
+// them saves the read-for-ownership of every output line, a quarter of a blend's memory traffic.
+// SSE2 is the x86-64 baseline, so this needs no clone; 4-wide arithmetic is enough for a pass
+// that memory bounds. Same arithmetic as blend_row (g a + (1 - g) b, exact at g = 0 and 1).
+constexpr int64_t kStreamBytes = 8 << 20;
+
+void blend_row_stream(const float* a, const float* b, float fill, const float* gx, float base,
+                      float gy, float* o, int64_t n) {
+  auto one = [&](int64_t j) {
+    const float g = base + gy * gx[j];
+    o[j] = g * a[j] + (1.f - g) * (b != nullptr ? b[j] : fill);
+  };
+  int64_t k = 0;
+  for (; k < n && (reinterpret_cast<uintptr_t>(o + k) & 15) != 0; ++k) one(k);
+  const __m128 vbase = _mm_set1_ps(base), vgy = _mm_set1_ps(gy), vone = _mm_set1_ps(1.f);
+  const __m128 vfill = _mm_set1_ps(fill);
+  for (; k + 4 <= n; k += 4) {
+    const __m128 g = _mm_add_ps(vbase, _mm_mul_ps(vgy, _mm_loadu_ps(gx + k)));
+    const __m128 vb = b != nullptr ? _mm_loadu_ps(b + k) : vfill;
+    const __m128 r = _mm_add_ps(_mm_mul_ps(g, _mm_loadu_ps(a + k)),
+                                _mm_mul_ps(_mm_sub_ps(vone, g), vb));
+    _mm_stream_ps(o + k, r);
+  }
+  for (; k < n; ++k) one(k);
+}
+#endif
+
 template <typename T>
 void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, const float* gx,
               const Layout& lay, bool invert, bool use_fill, double fill_value,
@@ -97,6 +131,10 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
   const A fill = static_cast<A>(fill_value);
   // Grain: about 32 KiB of output per task keeps threads busy without tiny tasks.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, inner * sizeof(T)));
+#if defined(__x86_64__)
+  const bool stream =
+      std::is_same<T, float>::value && lay.n * sample * int64_t(sizeof(T)) >= kStreamBytes;
+#endif
   at::parallel_for(0, lay.n * rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i = row / rows;
@@ -111,8 +149,19 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
         continue;
       }
       const T* b = use_fill ? nullptr : src + partner[i] * sample + r * inner;
+#if defined(__x86_64__)
+      if constexpr (std::is_same<T, float>::value) {
+        if (stream) {
+          blend_row_stream(a, b, fill, gx + i * inner, base, gyv, o, inner);
+          continue;
+        }
+      }
+#endif
       blend_row(a, b, fill, gx + i * inner, base, gyv, o, inner);
     }
+#if defined(__x86_64__)
+    if (stream) _mm_sfence();  // order this task's streaming stores before the op returns
+#endif
   });
 }
 
