@@ -19,9 +19,9 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <optional>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "ops/probe.h"
