@@ -23,7 +23,7 @@ Why this method (measured on this 2-core CPU, N=20,000, D=512, K=100, 8 C in log
   gap g' M g / 2 <= tol (M the preconditioner). The gradient test alone stops a warm start at weak
   regularisation after 0 iterations: the new C's gradient (lambda_new - lambda_old) W is tiny while
   the optimum is far along directions the data barely curves (C = 13.9 and 100 returned C = 1.93's
-  head). With the gap test every C is within 0.25 pp val accuracy of a float64 tol=1e-5 solution.
+  head). With the gap test every C is within 0.25 pp val accuracy of a tol=1e-5 solution.
 - Solving several C jointly (``joint=m``) stacks them as one (D, m*K) GEMM: the same flops, but one
   pass over X per step for all m, which matters when X streams from disk or host memory (memory
   maps, ``device="cuda"`` with host features); on an in-memory CPU sweep warm starts win, so the
