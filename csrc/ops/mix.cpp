@@ -29,8 +29,8 @@ MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int
                     "'");
 }
 
-void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
-                    const std::string& mode) {
+MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
+                        const at::Tensor& params, const std::string& mode) {
   TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
               "-D");
   const auto dtype = images.scalar_type();
@@ -45,7 +45,7 @@ void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const a
   TORCH_CHECK(partner.device() == images.device() && params.device() == images.device(),
               "images, partner and params should be on one device, got ", images.device(), ", ",
               partner.device(), " and ", params.device());
-  check_mix_params(params, mode, n);
+  return check_mix_params(params, mode, n);
 }
 
 void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay) {

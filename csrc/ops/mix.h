@@ -38,8 +38,9 @@ inline Layout layout_of(const at::Tensor& images) {
 MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int64_t n);
 // Validates a preallocated output: the images' shape, dtype, device and memory format, no alias.
 void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay);
-void check_mix_args(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
-                    const std::string& mode);
+// Validates the arguments of pyrobust::mix / mix.out and returns the parsed mode.
+MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
+                        const at::Tensor& params, const std::string& mode);
 // Validates the arguments of pyrobust::mix_mask (sizes >= 0) or mix_lambda (sizes > 0: the mean
 // of an empty mask is undefined) and returns the parsed mode.
 MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from pyrobust.errors import UsageError
+from pyrobust.errors import UsageError, check_dataset, check_out_folder, resolve_device
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
@@ -33,19 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pyrobust.data import DATASET_NAMES, DatasetNotFoundError, get_dataset
+    from pyrobust.data import DatasetNotFoundError, get_dataset
     from pyrobust.features import CacheKeyMismatch, extract_features
     from pyrobust.models import get_backbone
 
-    if args.dataset not in DATASET_NAMES and not os.path.isdir(args.dataset):
-        raise UsageError(f"dataset {args.dataset!r} is neither a known name ({', '.join(DATASET_NAMES)}) nor a folder")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"output folder {args.out!r} exists and is a file")
+    check_dataset(args.dataset)
+    check_out_folder(args.out)
     if args.batch_size < 1 or args.image_size < 1:
         raise UsageError("--batch-size and --image-size must be >= 1")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but no CUDA device is available")
+    device = resolve_device(args.device)
     try:
         splits = get_dataset(args.dataset, image_size=args.image_size)
     except (DatasetNotFoundError, ValueError, FileNotFoundError) as exc:

@@ -7,7 +7,8 @@
 Defaults are sized so that ``make demo`` (set-up included) stays within 10 minutes on the 2-core
 reference machine. Measured there: set-up (venv, torch, build) about 4.5 minutes; the study at 64 px,
 3 epochs, two mixers took 8.5 minutes, at 48 px 6.3 minutes, and with the defaults below (48 px,
-2 epochs, lr grids of two, SmoothMix during LP-FT, 8 OOD sets) 4.1 minutes. ``--mixers`` adds
+2 epochs, lr grids of two, SmoothMix during LP-FT, 8 OOD sets) 4.1-4.7 minutes; a fresh
+``make demo`` took 9 min 22 s in all. ``--mixers`` adds
 CutMix and the others; ``--image-size 64 --epochs 4`` is closer to REFERENCES.md §4's study.
 """
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from pyrobust.errors import UsageError
+from pyrobust.errors import UsageError, check_dataset, check_out_folder, resolve_device
 from pyrobust.study.config import StudyConfig
 
 MIXER_NAMES = ("smoothmix-circle", "smoothmix-square", "cutmix", "mixup", "cutout")
@@ -49,22 +49,16 @@ def make_mixer(name: str, num_classes: int, seed: int = 0):
 
 def validate(cfg: StudyConfig) -> None:
     """Every check a user can fail, before any work or any file is written."""
-    from pyrobust.data import CORRUPTIONS, DATASET_NAMES
+    from pyrobust.data import CORRUPTIONS
     from pyrobust.models.registry import BACKBONE_NAMES
 
-    if cfg.dataset not in DATASET_NAMES and not os.path.isdir(cfg.dataset):
-        what = "does not exist" if not os.path.exists(cfg.dataset) else "is not a folder"
-        raise UsageError(
-            f"dataset {cfg.dataset!r} is neither a known name ({', '.join(DATASET_NAMES)}) nor a folder "
-            f"of class sub-folders (that path {what})"
-        )
+    check_dataset(cfg.dataset)
     name = cfg.backbone.strip().lower().replace("-", "_")
     if name not in BACKBONE_NAMES and not cfg.backbone.startswith(("torchvision:", "timm:")):
         raise UsageError(
             f"unknown backbone {cfg.backbone!r}; known: {', '.join(BACKBONE_NAMES)}, torchvision:<name>, timm:<name>"
         )
-    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
-        raise UsageError(f"output folder {cfg.out!r} exists and is a file; give a folder path with --out")
+    check_out_folder(cfg.out)
     for m in cfg.mixers:
         if m not in MIXER_NAMES:
             raise UsageError(f"unknown mixer {m!r}; known: {', '.join(MIXER_NAMES)}")
@@ -76,10 +70,7 @@ def validate(cfg: StudyConfig) -> None:
     for s in cfg.severities:
         if not isinstance(s, int) or not 1 <= s <= 5:
             raise UsageError(f"severities must be integers in 1..5, got {s!r}")
-    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {cfg.device!r} asked for, but no CUDA device is available")
+    resolve_device(cfg.device)
     if cfg.standardize not in ("none", "feature", "scalar"):
         raise UsageError(f"standardize must be none, feature or scalar, got {cfg.standardize!r}")
     if cfg.optimizer not in ("sgd", "adamw"):
@@ -134,7 +125,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
     validate(cfg)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train, val, test, num_classes, ood = load_data(cfg)
     try:

@@ -63,8 +63,9 @@ void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float*
 // overloads cloned for AVX2 (ops/cpu/simd.h): at the baseline ISA the uint8 <-> float
 // conversions of the uint8 loop do not vectorise.
 template <typename T, typename A = typename Compute<T>::type>
-__attribute__((always_inline)) inline void blend_row(const T* __restrict a, const T* __restrict b, A fill, const float* __restrict gx,
-               A base, A gy, T* __restrict o, int64_t n) {
+__attribute__((always_inline)) inline void blend_row(const T* __restrict a, const T* __restrict b,
+                                                     A fill, const float* __restrict gx, A base,
+                                                     A gy, T* __restrict o, int64_t n) {
   if (b == nullptr) {
     for (int64_t k = 0; k < n; ++k) {
       const A g = base + gy * static_cast<A>(gx[k]);
@@ -90,21 +91,18 @@ PYROBUST_CLONES void blend_row(const uint8_t* __restrict a, const uint8_t* __res
   blend_row<uint8_t, float>(a, b, fill, gx, base, gy, o, n);
 }
 
-#if defined(__x86_64__)
 // float32 rows with non-temporal stores, for outputs far larger than the caches: writing around
 // them saves the read-for-ownership of every output line, a quarter of a blend's memory traffic.
 // SSE2 is the x86-64 baseline, so this needs no clone; 4-wide arithmetic is enough for a pass
-// that memory bounds. Same arithmetic as blend_row (g a + (1 - g) b, exact at g = 0 and 1).
+// that memory bounds. The unaligned head and the tail go through blend_row; same arithmetic.
 constexpr int64_t kStreamBytes = 8 << 20;
 
+#if defined(__x86_64__)
 void blend_row_stream(const float* a, const float* b, float fill, const float* gx, float base,
                       float gy, float* o, int64_t n) {
-  auto one = [&](int64_t j) {
-    const float g = base + gy * gx[j];
-    o[j] = g * a[j] + (1.f - g) * (b != nullptr ? b[j] : fill);
-  };
   int64_t k = 0;
-  for (; k < n && (reinterpret_cast<uintptr_t>(o + k) & 15) != 0; ++k) one(k);
+  while (k < n && (reinterpret_cast<uintptr_t>(o + k) & 15) != 0) ++k;
+  blend_row<float, float>(a, b, fill, gx, base, gy, o, k);
   const __m128 vbase = _mm_set1_ps(base), vgy = _mm_set1_ps(gy), vone = _mm_set1_ps(1.f);
   const __m128 vfill = _mm_set1_ps(fill);
   for (; k + 4 <= n; k += 4) {
@@ -114,8 +112,17 @@ void blend_row_stream(const float* a, const float* b, float fill, const float* g
                                 _mm_mul_ps(_mm_sub_ps(vone, g), vb));
     _mm_stream_ps(o + k, r);
   }
-  for (; k < n; ++k) one(k);
+  blend_row<float, float>(a + k, b != nullptr ? b + k : nullptr, fill, gx + k, base, gy, o + k,
+                          n - k);
 }
+inline void stream_fence() { _mm_sfence(); }
+#else
+// No streaming stores elsewhere: the cached path.
+void blend_row_stream(const float* a, const float* b, float fill, const float* gx, float base,
+                      float gy, float* o, int64_t n) {
+  blend_row(a, b, fill, gx, base, gy, o, n);
+}
+inline void stream_fence() {}
 #endif
 
 template <typename T>
@@ -131,10 +138,8 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
   const A fill = static_cast<A>(fill_value);
   // Grain: about 32 KiB of output per task keeps threads busy without tiny tasks.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, inner * sizeof(T)));
-#if defined(__x86_64__)
   const bool stream =
       std::is_same<T, float>::value && lay.n * sample * int64_t(sizeof(T)) >= kStreamBytes;
-#endif
   at::parallel_for(0, lay.n * rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t i = row / rows;
@@ -149,19 +154,15 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
         continue;
       }
       const T* b = use_fill ? nullptr : src + partner[i] * sample + r * inner;
-#if defined(__x86_64__)
       if constexpr (std::is_same<T, float>::value) {
         if (stream) {
           blend_row_stream(a, b, fill, gx + i * inner, base, gyv, o, inner);
           continue;
         }
       }
-#endif
       blend_row(a, b, fill, gx + i * inner, base, gyv, o, inner);
     }
-#if defined(__x86_64__)
-    if (stream) _mm_sfence();  // order this task's streaming stores before the op returns
-#endif
+    if (stream) stream_fence();  // order this task's streaming stores before the op returns
   });
 }
 
@@ -169,12 +170,10 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
                         const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                         std::optional<double> fill, at::Tensor& out) {
   const std::string mode_str(mode_name);
-  check_mix_args(images_in, partner_in, params_in, mode_str);
-  const MaskMode mode = check_mix_params(params_in, mode_str, images_in.size(0));
-  const bool cl_in = !images_in.is_contiguous() &&
-                     images_in.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor images =
-      cl_in ? images_in : images_in.contiguous(images_in.suggest_memory_format());
+  const MaskMode mode = check_mix_args(images_in, partner_in, params_in, mode_str);
+  // A channels-last input stays as it is (suggest_memory_format keeps it), anything else is made
+  // contiguous.
+  const at::Tensor images = images_in.contiguous(images_in.suggest_memory_format());
   const Layout lay = layout_of(images);
   check_mix_out(images, out, lay);
   if (images.numel() == 0) return out;

@@ -189,12 +189,14 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
   // the objective gap. The max-abs gradient alone is not enough on a path: at weak
   // regularisation the warm start's gradient (lambda_new - lambda_old) W is tiny while the
   // optimum is far along directions the data barely curves; g' M g sees that distance.
-  auto gap_of = [&](const Pair& gr) {
-    const auto a = (stats.select(1, 1) / wsum).clamp_min(1e-12).to(dev, dt);
+  // The mean curvature a of the preconditioner, from the fused pass's statistics.
+  auto curvature = [&] { return (stats.select(1, 1) / wsum).clamp_min(1e-12).to(dev, dt); };
+  auto gap_of = [&](const Pair& gr, const at::Tensor& a) {
     return (0.5 * dot(gr, precond(gr, a))).to(at::kCPU, at::kDouble);
   };
+  auto a = curvature();
   auto gn = grad_norm(g);
-  auto gap = gap_of(g);
+  auto gap = gap_of(g, a);
 
   for (int64_t it = 0; it < max_iter; ++it) {
     const double* gnp = gn.data_ptr<double>();
@@ -208,7 +210,6 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
     auto mask = at::empty({m}, at::dtype(dt));
     for (int64_t c = 0; c < m; ++c) mask[c] = active[c] ? 1.0 : 0.0;
     mask = mask.to(dev);
-    const auto a = (stats.select(1, 1) / wsum).clamp_min(1e-12).to(dev, dt);
 
     // Two-loop recursion with the preconditioner as the initial inverse Hessian.
     Pair q{-g.W, -g.b};
@@ -310,7 +311,8 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
     if (static_cast<int64_t>(hist.size()) > history) hist.pop_front();
     g = ng;
     gn = grad_norm(g);
-    gap = gap_of(g);
+    a = curvature();
+    gap = gap_of(g, a);
     for (int64_t c = 0; c < m; ++c) iters[c] += active[c];
   }
 

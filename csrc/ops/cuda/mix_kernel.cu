@@ -100,13 +100,11 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
                          const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                          std::optional<double> fill, at::Tensor& out) {
   const std::string mode_str(mode_name);
-  check_mix_args(images_in, partner_in, params_in, mode_str);
-  const MaskMode mode = check_mix_params(params_in, mode_str, images_in.size(0));
+  const MaskMode mode = check_mix_args(images_in, partner_in, params_in, mode_str);
   c10::cuda::CUDAGuard guard(images_in.device());
-  const bool cl_in = !images_in.is_contiguous() &&
-                     images_in.is_contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor images =
-      cl_in ? images_in : images_in.contiguous(images_in.suggest_memory_format());
+  // A channels-last input stays as it is (suggest_memory_format keeps it), anything else is made
+  // contiguous.
+  const at::Tensor images = images_in.contiguous(images_in.suggest_memory_format());
   const Layout lay = layout_of(images);
   check_mix_out(images, out, lay);
   if (images.numel() == 0) return out;
