@@ -124,6 +124,11 @@ def test_out_buffer_is_reused_and_aliasing_refused():
     check_close(buf, reference.mix(x, partner, params, "trapezoid"), torch.float32)
     with pytest.raises(RuntimeError, match="alias"):
         mix_ops.mix(x, partner, params, "trapezoid", out=x)
+    # an output overlapping the input in part (views of one buffer, one sample apart)
+    whole = torch.empty(4, 3, 8, 8)
+    whole[:3] = x
+    with pytest.raises(RuntimeError, match="alias"):
+        mix_ops.mix(whole[:3], partner, params, "trapezoid", out=whole[1:])
     with pytest.raises(RuntimeError, match="shape"):
         mix_ops.mix(x, partner, params, "trapezoid", out=torch.empty(3, 3, 8, 9))
 
@@ -459,6 +464,42 @@ def test_cuda_matches_cpu_and_reference(dtype, channels_last, mode):
                                mix_ops.mix_lambda(params, mode, True, 17, 23))
     torch.testing.assert_close(mix_ops.mix_mask(params.cuda(), mode, False, 17, 23).cpu(),
                                mix_ops.mix_mask(params, mode, False, 17, 23), atol=1e-6, rtol=0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_edge_cases(dtype, channels_last):
+    x = random_images(5, 3, 9, 11, dtype, channels_last)
+    params = random_params(5, 9, 11, "trapezoid")
+    # a sample paired with itself is copied bit for bit (1 and 3 here)
+    partner = torch.tensor([4, 1, 0, 3, 2])
+    gpu = mix_ops.mix(x.cuda(), partner.cuda(), params.cuda(), "trapezoid")
+    for i in (1, 3):
+        assert torch.equal(gpu[i].cpu(), x[i])
+    check_close(gpu.cpu(), reference.mix(x, partner, params, "trapezoid"), dtype)
+    # a fill value that float32 does not hold exactly, with and without inversion: the GPU and
+    # the CPU write the same filled pixels
+    for invert in (False, True):
+        cpu = mix_ops.mix(x, partner, params, "trapezoid", invert, 0.3)
+        gpu = mix_ops.mix(x.cuda(), partner.cuda(), params.cuda(), "trapezoid", invert, 0.3)
+        check_close(gpu.cpu(), cpu.double(), dtype)
+        check_close(gpu.cpu(), reference.mix(x, partner, params, "trapezoid", invert, 0.3), dtype)
+        if dtype.is_floating_point:  # (uint8 may differ by one level at .5 ties under FMA)
+            filled = cpu == torch.tensor(0.3, dtype=torch.float64).to(dtype)  # mask weight 0
+            assert filled.any() or not invert  # inverted: the plateaus are filled
+            assert torch.equal(gpu.cpu()[filled], cpu[filled])
+    # out= on the device, and its refusals
+    buf = torch.empty_like(x.cuda())
+    out = mix_ops.mix(x.cuda(), partner.cuda(), params.cuda(), "trapezoid", out=buf)
+    assert out.data_ptr() == buf.data_ptr() and torch.equal(out, gpu)
+    with pytest.raises(RuntimeError, match="alias"):
+        xg = x.cuda()
+        mix_ops.mix(xg, partner.cuda(), params.cuda(), "trapezoid", out=xg)
+    with pytest.raises(RuntimeError, match=r"partner should hold indices in \[0, 5\)"):
+        mix_ops.mix(x.cuda(), torch.tensor([0, 1, 2, 3, 5]).cuda(), params.cuda(), "trapezoid")
+    empty = mix_ops.mix(x[:0].cuda(), partner[:0].cuda(), params[:0].cuda(), "trapezoid")
+    assert empty.shape == (0, 3, 9, 11) and empty.is_cuda
 
 
 @needs_cuda

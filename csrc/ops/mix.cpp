@@ -8,6 +8,7 @@
 //   mix_lambda(params, mode, invert, height, width) -> (N,) float32 mean of each mask, exact.
 #include "ops/mix.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 
@@ -59,8 +60,10 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
       lay.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   TORCH_CHECK(out.is_contiguous(format), "out should be contiguous in the images' memory format (",
               lay.channels_last ? "channels_last" : "contiguous", ")");
-  TORCH_CHECK(images.numel() == 0 || out.data_ptr() != images.data_ptr(),
-              "out must not alias images: out[i] reads images[partner[i]]");
+  const auto overlap = images.numel() == 0 ? at::MemOverlapStatus::No
+                                           : at::get_overlap_status(out, images);
+  TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
+              "out must not alias images (not even in part): out[i] reads images[partner[i]]");
 }
 
 MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,

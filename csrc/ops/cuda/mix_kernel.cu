@@ -1,13 +1,13 @@
 // CUDA kernels of the pyrobust::mix family.
 //
 // Two launches: a tiny one computing the 1-D profiles of every sample (N * (H + inner) floats,
-// never an (N, C, H, W) mask), then one pass over the images, each thread mixing VEC contiguous
-// values of a row. Only the ATen headers the kernels need are included: a .cu including
+// never an (N, C, H, W) mask), then one pass over the images, a warp per row. Only the ATen headers the kernels need are included: a .cu including
 // torch/extension.h takes minutes to compile per architecture.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -50,30 +50,40 @@ __global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode,
   }
 }
 
+// One warp per image row (a channel row when contiguous, a pixel row when channels-last): the
+// row's sample, partner and y-profile value are found once, then the lanes blend the row's inner
+// values, consecutive lanes on consecutive addresses. The same arithmetic as the CPU rows.
 template <typename T>
 __global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict__ partner,
                            const float* __restrict__ gy, const float* __restrict__ gx,
                            int64_t n, int64_t rows, int64_t inner, int64_t h, bool invert,
-                           bool use_fill, float fill, T* __restrict__ dst) {
+                           bool use_fill, double fill, T* __restrict__ dst) {
   using A = typename Compute<T>::type;
   const A base = invert ? A(1) : A(0);
   const A sign = invert ? A(-1) : A(1);
-  const int64_t sample = rows * inner;
-  const int64_t total = n * sample;
-  for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total;
-       t += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t i = t / sample;
-    const int64_t within = t - i * sample;
-    const int64_t r = within / inner;
-    const int64_t k = within - r * inner;
+  const A fill_a = static_cast<A>(fill);
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+       row < n * rows; row += warps) {
+    const int64_t i = row / rows;
+    const int64_t r = row - i * rows;
     const int64_t j = use_fill ? i : partner[i];
-    // A sample paired with itself is unmixed: g = 1 copies it bit for bit.
-    const A g = (!use_fill && j == i)
-                    ? A(1)
-                    : base + sign * static_cast<A>(gy[i * h + r % h]) * static_cast<A>(gx[i * inner + k]);
-    const A a = static_cast<A>(src[t]);
-    const A b = use_fill ? static_cast<A>(fill) : static_cast<A>(src[j * sample + within]);
-    dst[t] = store<T, A>(g * a + (A(1) - g) * b);  // exact copies at g = 0 and g = 1
+    const T* a = src + row * inner;
+    T* o = dst + row * inner;
+    if (!use_fill && j == i) {  // a sample paired with itself is unmixed: copied bit for bit
+      for (int64_t k = lane; k < inner; k += 32) o[k] = a[k];
+      continue;
+    }
+    const T* b = src + (j * rows + r) * inner;
+    const A gyv = static_cast<A>(gy[i * h + r % h]) * sign;
+    const float* g_x = gx + i * inner;
+    for (int64_t k = lane; k < inner; k += 32) {
+      const A g = base + gyv * static_cast<A>(g_x[k]);
+      const A av = static_cast<A>(a[k]);
+      const A bv = use_fill ? fill_a : static_cast<A>(b[k]);
+      o[k] = store<T, A>(g * av + (A(1) - g) * bv);  // exact copies at g = 0 and g = 1
+    }
   }
 }
 
@@ -110,17 +120,22 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   if (images.numel() == 0) return out;
   const at::Tensor partner = partner_in.contiguous();
   const at::Tensor params = params_in.contiguous();
+  if (!fill.has_value()) {  // one sync: an index out of range would read outside the batch
+    const auto range = at::stack({partner.min(), partner.max()}).cpu();
+    const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < lay.n, "partner should hold indices in [0, ", lay.n,
+                "), got values from ", lo, " to ", hi);
+  }
   at::Tensor gy, gx;
   compute_profiles(params, mode, lay, gy, gx);
-  const int64_t total = images.numel();
+  const int64_t rows = lay.n * lay.rows();
   AT_DISPATCH_FLOATING_TYPES_AND3(
       at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cuda", [&] {
-        mix_kernel<scalar_t><<<blocks_for(total), kThreads, 0,
+        mix_kernel<scalar_t><<<blocks_for(rows * 32), kThreads, 0,
                                at::cuda::getCurrentCUDAStream()>>>(
             images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data_ptr<float>(),
             gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h, invert,
-            fill.has_value(),
-            static_cast<float>(saturated_fill(fill.value_or(0.0), images.scalar_type())),
+            fill.has_value(), saturated_fill(fill.value_or(0.0), images.scalar_type()),
             out.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
