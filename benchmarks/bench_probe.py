@@ -42,6 +42,23 @@ def make_features(n: int, d: int, k: int, seed: int = 0, latent: int = 48, noise
     return X, y
 
 
+def make_features_on(device: str, n: int, d: int, k: int, seed: int = 0, latent: int = 48,
+                     noise: float = 2.9, dtype=torch.float32):
+    """``make_features``' model drawn with torch on ``device`` (seconds at ImageNet size on a GPU,
+    where numpy takes minutes); the same distribution, not the same draws."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    means = torch.randn(k, latent, generator=g, device=device)
+    proj = torch.randn(latent, d, generator=g, device=device) / latent ** 0.5
+    y = torch.randint(0, k, (n,), generator=g, device=device)
+    X = torch.empty(n, d, dtype=dtype, device=device)
+    for r0 in range(0, n, 65536):
+        yy = y[r0:r0 + 65536]
+        h = means[yy] + noise * torch.randn(len(yy), latent, generator=g, device=device)
+        x = h @ proj + 0.5 * torch.randn(len(yy), d, generator=g, device=device) + 0.3
+        X[r0:r0 + 65536] = x.clamp_min_(0)
+    return X, y.cpu().numpy()
+
+
 def gradient_seconds(X: torch.Tensor, k: int, device: str, repeat: int = 3) -> float:
     """Seconds of one gradient's products X @ W and X^T @ G in float32."""
     X = X.to(device, torch.float32)
@@ -125,13 +142,17 @@ def main(argv=None) -> int:
     from pyrobust.probe import probe_sweep
 
     n_val = args.n_val or args.n // 4
-    X, y = make_features(args.n + n_val, args.d, args.k,
-                         dtype=np.float16 if args.half else np.float32)
+    if args.device.startswith("cuda") and args.skip_slow:  # no CPU incumbent needs numpy data
+        X, y = make_features_on(args.device, args.n + n_val, args.d, args.k,
+                                dtype=torch.float16 if args.half else torch.float32)
+    else:
+        X, y = make_features(args.n + n_val, args.d, args.k,
+                             dtype=np.float16 if args.half else np.float32)
     Xt, yt, Xv, yv = X[:args.n], y[:args.n], X[args.n:], y[args.n:]
     Cs = np.logspace(args.c_min, args.c_max, args.n_c)
     print(f"N={args.n} N_val={n_val} D={args.d} K={args.k} C grid logspace({args.c_min:g}, "
           f"{args.c_max:g}, {args.n_c}) device={args.device} threads={torch.get_num_threads()}")
-    g = gradient_seconds(torch.from_numpy(Xt[: min(args.n, 200000)]), args.k, args.device)
+    g = gradient_seconds(torch.as_tensor(Xt[: min(args.n, 200000)]), args.k, args.device)
     g *= args.n / min(args.n, 200000)
     print(f"one gradient (X@W + X^T@G, float32): {g * 1e3:.1f} ms")
 

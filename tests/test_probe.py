@@ -179,6 +179,47 @@ def test_memmap_equals_in_memory(tmp_path):
         np.testing.assert_allclose(ca, cb, atol=1e-6)
 
 
+def _half_problem(xdt, device="cpu"):
+    from pyrobust.probe.sweep import _Problem
+
+    rng = np.random.default_rng(0)
+    X = np.maximum(rng.standard_normal((2000, 30)) + rng.standard_normal((1, 30)), 0) * 3
+    y = rng.integers(0, 4, 2000)
+    X[np.arange(2000), y] += 1.5
+    return _Problem(torch.from_numpy(X).to(xdt), y, device=device)
+
+
+def _solve(p, C, products, chunk_rows=0):
+    W0, b0 = p.zeros(1)
+    return ops.solve(p.X, p.target, p.weight, torch.tensor([p.lam(C)], dtype=torch.float64), W0,
+                     b0, p.center.float(), p.scale.float(), p.eigvecs, p.eigvals, 1e-6, 500, 30,
+                     chunk_rows, None, None, 0.0, products)
+
+
+@pytest.mark.parametrize("xdt", [torch.float16, torch.bfloat16])
+def test_split_products_equal_float32_products(xdt):
+    # products="split" (half-precision X as stored, the float32 operand in 2 or 3 parts; emulated
+    # on a CPU, tensor cores on CUDA) must give the float32 solve to round-off. One part alone
+    # (the operand rounded to X's dtype) moves the solution by ~1e-3.
+    p = _half_problem(xdt)
+    for C in (1e-3, 100.0):
+        ref_ = _solve(p, C, "convert", chunk_rows=512)
+        for chunk in (0, 512):
+            out = _solve(p, C, "split", chunk_rows=chunk)
+            assert float(out[3][0]) <= 1e-6  # converged
+            rel = float((out[0] - ref_[0]).abs().max() / ref_[0].abs().max())
+            assert rel < 1e-5, (C, chunk, rel)
+            assert float(out[5][0]) == pytest.approx(float(ref_[5][0]), rel=1e-6)
+
+
+def test_split_products_need_half_features():
+    p = _half_problem(torch.float32)
+    with pytest.raises(RuntimeError, match="products='split' needs float16 or bfloat16 X"):
+        _solve(p, 1.0, "split")
+    with pytest.raises(RuntimeError, match="products should be 'convert' or 'split'"):
+        _solve(p, 1.0, "tf32")
+
+
 # --- the sweep -------------------------------------------------------------------------------
 
 def test_sweep_matches_cold_sklearn_fits_and_picks_best_C():
@@ -349,6 +390,20 @@ def test_cuda_matches_cpu():
     g_cpu, s_cpu = ops.loss_grad(z.cpu(), y7.cpu(), w.cpu())
     torch.testing.assert_close(g_cuda.cpu(), g_cpu, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(s_cuda.cpu(), s_cpu, atol=1e-6, rtol=1e-6)
+
+
+@needs_cuda
+@pytest.mark.parametrize("xdt", [torch.float16, torch.bfloat16])
+def test_cuda_split_products_match_cpu(xdt):
+    # half-precision features on the GPU take the tensor-core path (products="split")
+    p = _half_problem(xdt, device="cuda")
+    assert p.products == "split" and p.X.is_cuda
+    q = _half_problem(xdt)
+    for C in (1e-3, 100.0):
+        a = _solve(q, C, "convert", chunk_rows=512)
+        b = _solve(p, C, "split")
+        rel = float((b[0].cpu() - a[0]).abs().max() / a[0].abs().max())
+        assert rel < 1e-5, (C, rel)
 
 
 # Checks LogisticProbe cannot pass, with the reason (also in pyrobust/probe/estimator.py).

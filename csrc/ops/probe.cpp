@@ -13,8 +13,10 @@
 //   probe_line_stats(logits, direction, target, weight, step) -> (m, 3) float64
 //     loss, first and second derivative in t of sum_n weight[n] * loss(logits + t * direction)
 //     at t = step[c]: a line search along a direction whose logits are cached costs no GEMM.
-//   probe_solve(...) -> (coef, intercept, n_iter, grad_norm, loss): the whole solver loop
-//     (preconditioned L-BFGS with an exact line search), see cpu/probe_solver.cpp.
+//   probe_solve(...) -> (coef, intercept, n_iter, grad_norm, gap, loss, history_s, history_y):
+//     the whole solver loop (preconditioned L-BFGS with a Wolfe line search), see
+//     cpu/probe_solver.cpp. products="convert" multiplies X converted to the compute dtype;
+//     "split" multiplies float16 / bfloat16 X as stored, the float32 operand split in parts.
 #include "ops/probe.h"
 
 #include <torch/library.h>
@@ -66,7 +68,8 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       "probe_solve(Tensor X, Tensor target, Tensor weight, Tensor lambdas, Tensor coef, "
       "Tensor intercept, Tensor center, Tensor scale, Tensor eigvecs, Tensor eigvals, float tol, "
       "int max_iter, int history, int chunk_rows, Tensor? history_s=None, Tensor? history_y=None, "
-      "float history_lambda=0.) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "float history_lambda=0., str products=\"convert\") -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace pyrobust

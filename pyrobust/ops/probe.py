@@ -58,6 +58,7 @@ def solve(
     history_s: torch.Tensor | None = None,
     history_y: torch.Tensor | None = None,
     history_lambda: float = 0.0,
+    products: str = "convert",
 ):
     """Run the solver loop for ``m`` L2 strengths ``lambdas`` from the start ``(coef, intercept)``.
 
@@ -72,6 +73,11 @@ def solve(
 
     Stops for each C once ``grad_norm <= tol`` and ``gap <= tol``.
 
+    ``products``: ``"convert"`` multiplies chunks of ``X`` converted to the compute dtype;
+    ``"split"`` (float16 / bfloat16 ``X``, float32 compute) multiplies ``X`` as stored, the float32
+    operand split into 2 (float16) or 3 (bfloat16) parts that carry its 24 significand bits, each
+    product in float32 accumulation (tensor cores on CUDA; emulated on a CPU).
+
     Returns ``(coef, intercept, n_iter (m,) int64, grad_norm (m,) float64, gap (m,) float64,
     loss (m,) float64, history_s, history_y)``: ``grad_norm`` the max-abs gradient, ``gap`` the
     estimated objective gap ``g' M g / 2`` (M the preconditioner), ``loss`` the mean weighted
@@ -80,7 +86,7 @@ def solve(
     return torch.ops.pyrobust.probe_solve(
         X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
         float(tol), int(max_iter), int(history), int(chunk_rows), history_s, history_y,
-        float(history_lambda),
+        float(history_lambda), products,
     )
 
 
@@ -97,7 +103,7 @@ def _line_stats_fake(logits, direction, target, weight, step):
 @torch.library.register_fake("pyrobust::probe_solve")
 def _solve_fake(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
                 tol, max_iter, history, chunk_rows, history_s=None, history_y=None,
-                history_lambda=0.0):
+                history_lambda=0.0, products="convert"):
     m, d, k = coef.shape
     cpu = torch.device("cpu")
     h = torch.library.get_ctx().new_dynamic_size()

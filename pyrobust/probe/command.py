@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.numpy import save_file
 
     from pyrobust.probe import probe_sweep
-    from pyrobust.probe.sweep import decision_scores, scores_metrics
+    from pyrobust.probe.sweep import head_metrics
     from pyrobust.probe import data as _data
 
     X, y = _load(args.train, args.train_y, "train")
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     Xt = _data.as_feature_tensor(X)
     codes = np.searchsorted(res.classes, y)
     res.train_accuracy = np.array([
-        scores_metrics(decision_scores(Xt, c, b), codes, np.ones(len(y), bool))[0]
+        head_metrics(Xt, c, b, codes, np.ones(len(y), bool), device=args.device)[0]
         for c, b in zip(res.coefs, res.intercepts)])
     print(res.table())
     os.makedirs(args.out, exist_ok=True)

@@ -54,10 +54,20 @@ def iter_chunks(X: torch.Tensor, chunk_rows: int, device, dtype):
         yield r0, X[r0:r0 + step].to(device=device, dtype=dtype)
 
 
+def to_device_if_fits(X: torch.Tensor, device) -> torch.Tensor:
+    """``X`` on a CUDA ``device``, in its own dtype, when it takes under half the free memory
+    there; else ``X`` unchanged (it is then streamed chunk by chunk)."""
+    device = torch.device(device)
+    if device.type != "cuda" or X.device == device:
+        return X
+    free, _ = torch.cuda.mem_get_info(device)
+    return X.to(device) if X.numel() * X.element_size() < free // 2 else X
+
+
 def check_finite(X: torch.Tensor, chunk_rows: int, name: str = "X") -> None:
-    """ValueError naming the first row holding NaN or inf."""
-    for r0, xc in iter_chunks(X, chunk_rows, "cpu", X.dtype if X.dtype != torch.bfloat16
-                              else torch.float32):
+    """ValueError naming the first row holding NaN or inf (checked where ``X`` lives)."""
+    cpu_bf16 = X.dtype == torch.bfloat16 and X.device.type == "cpu"
+    for r0, xc in iter_chunks(X, chunk_rows, X.device, torch.float32 if cpu_bf16 else X.dtype):
         bad = ~torch.isfinite(xc).all(dim=1)
         if bool(bad.any()):
             row = r0 + int(bad.nonzero()[0, 0])

@@ -67,14 +67,16 @@ class _Problem:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch.cuda.is_available() is False")
         self.dtype = compute_dtype
-        if (self.device.type == "cuda" and self.X.device.type != "cuda"
-                and not isinstance(X, np.memmap)):
-            free, _ = torch.cuda.mem_get_info(self.device)
-            if self.X.numel() * self.X.element_size() < free // 2:
-                self.X = self.X.to(self.device)  # once, in its own dtype; else stream from host
+        if not isinstance(X, np.memmap):
+            self.X = _data.to_device_if_fits(self.X, self.device)  # else stream from host
+        # Half-precision features on a GPU are multiplied as stored, on tensor cores, the float32
+        # operand split in parts (probe_solve's products="split"): no converted copy of X, and
+        # 2-3 float16 GEMMs cost far less than one float32 GEMM.
+        self.products = ("split" if self.device.type == "cuda" and compute_dtype == torch.float32
+                         and self.X.dtype in (torch.float16, torch.bfloat16) else "convert")
         if chunk_rows is None:
-            streaming = (isinstance(X, np.memmap) or self.X.dtype != compute_dtype
-                         or self.X.device != self.device)
+            streaming = (isinstance(X, np.memmap) or self.X.device != self.device
+                         or (self.X.dtype != compute_dtype and self.products == "convert"))
             chunk_rows = 16384 if streaming else 0
         self.chunk_rows = int(chunk_rows)
         _data.check_finite(self.X, self.chunk_rows or 65536, "X")
@@ -90,7 +92,7 @@ class _Problem:
         self.target = torch.from_numpy(codes).to(self.device)
         self.weight = torch.from_numpy(weights).to(self.device, compute_dtype)
         center, scale, (vecs, vals) = _data.feature_stats(
-            self.X, self.weight, standardize, self.chunk_rows, self.device, compute_dtype)
+            self.X, self.weight, standardize, self.chunk_rows or 65536, self.device, compute_dtype)
         self.center, self.scale = center, scale
         self.eigvecs, self.eigvals = vecs.to(compute_dtype), vals.to(compute_dtype)
 
@@ -116,7 +118,7 @@ class _Problem:
         *out, hs, hy = _ops.solve(self.X, self.target, self.weight, lambdas, coef, intercept,
                                   self.center.to(self.dtype), self.scale.to(self.dtype),
                                   self.eigvecs, self.eigvals, tol, max_iter, history,
-                                  self.chunk_rows, hs, hy, hl)
+                                  self.chunk_rows, hs, hy, hl, self.products)
         return (*out, (hs, hy, float(lambdas[-1])))
 
     def fold(self, coef: torch.Tensor, intercept: torch.Tensor):
@@ -139,21 +141,47 @@ def decision_scores(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray,
     return out
 
 
-def scores_metrics(scores: torch.Tensor, codes: np.ndarray, known: np.ndarray):
-    """(accuracy, mean loss over samples with known labels) of scores against class codes;
-    samples with unknown labels (``known`` False) count as wrong."""
+def _metric_sums(scores: torch.Tensor, y: torch.Tensor, kn: torch.Tensor):
+    """(number correct, loss sum over known labels) as float64 tensors on the scores' device."""
     s = scores.double()
-    y = torch.from_numpy(np.where(known, codes, 0))
-    kn = torch.from_numpy(known)
     if s.shape[1] == 1:
         pred = (s[:, 0] > 0).long()
         loss = torch.nn.functional.softplus(s[:, 0]) - y.double() * s[:, 0]
     else:
         pred = s.argmax(1)
         loss = torch.logsumexp(s, 1) - s.gather(1, y[:, None])[:, 0]
-    acc = float(((pred == y) & kn).double().mean())
-    vloss = float(loss[kn].mean()) if bool(kn.any()) else float("nan")
-    return acc, vloss
+    return ((pred == y) & kn).double().sum(), torch.where(kn, loss, 0.0).sum()
+
+
+def _accuracy_loss(correct, loss_sum, known: np.ndarray):
+    n_known = int(known.sum())
+    return (float(correct) / len(known),
+            float(loss_sum) / n_known if n_known else float("nan"))
+
+
+def scores_metrics(scores: torch.Tensor, codes: np.ndarray, known: np.ndarray):
+    """(accuracy, mean loss over samples with known labels) of scores against class codes;
+    samples with unknown labels (``known`` False) count as wrong."""
+    y = torch.from_numpy(np.where(known, codes, 0))
+    return _accuracy_loss(*_metric_sums(scores, y, torch.from_numpy(known)), known)
+
+
+def head_metrics(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray, codes: np.ndarray,
+                known: np.ndarray, chunk_rows: int = 65536, device="cpu", dtype=torch.float32):
+    """``scores_metrics`` of ``X @ coef.T + intercept``, computed chunk by chunk on ``device``
+    (only two numbers leave it: no ``(N, K)`` scores on the host)."""
+    W = torch.from_numpy(np.ascontiguousarray(coef.T)).to(device, dtype)
+    b = torch.from_numpy(np.asarray(intercept)).to(device, dtype)
+    y = torch.from_numpy(np.where(known, codes, 0)).to(device)
+    kn = torch.from_numpy(known).to(device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for r0, xc in _data.iter_chunks(X, chunk_rows, device, dtype):
+        r1 = r0 + xc.shape[0]
+        c, l = _metric_sums(torch.addmm(b, xc, W), y[r0:r1], kn[r0:r1])
+        correct += c
+        loss_sum += l
+    return _accuracy_loss(correct, loss_sum, known)
 
 
 @dataclasses.dataclass
@@ -270,6 +298,8 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
     Xv = _data.as_feature_tensor(X_val, "X_val")
     if Xv.shape[1] != prob.X.shape[1]:
         raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {prob.X.shape[1]}")
+    if not isinstance(X_val, np.memmap):
+        Xv = _data.to_device_if_fits(Xv, prob.device)  # scored once per C: moved once
     _data.check_finite(Xv, 65536, "X_val")
     yv = y_val.detach().cpu().numpy() if isinstance(y_val, torch.Tensor) else np.asarray(y_val)
     yv = yv.reshape(-1)
@@ -304,8 +334,8 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
             cf, ic = prob.fold(coef[j], intercept[j])
             coefs.append(cf)
             intercepts.append(ic)
-            s = decision_scores(Xv, cf, ic, device=prob.device, dtype=prob.dtype)
-            out["val_accuracy"][i], out["val_loss"][i] = scores_metrics(s, codes_v, known)
+            out["val_accuracy"][i], out["val_loss"][i] = head_metrics(
+                Xv, cf, ic, codes_v, known, device=prob.device, dtype=prob.dtype)
             out["train_loss"][i] = float(loss[j])
             out["grad_norm"][i] = float(gn[j])
             out["gap"][i] = float(gap[j])

@@ -6,7 +6,8 @@
 // the coefficients in the Hessian bound below; it is a reparametrisation, the intercept being
 // unpenalised):  logits = u W + b,  objective = sum_n w_n loss_n / sum w + lambda / 2 |W|^2.
 // X is never modified or copied whole: it is read in chunks of `chunk_rows` rows, each converted
-// to the compute dtype / device on the fly (a memory map or a host tensor with a CUDA solve).
+// to the compute dtype / device on the fly (a memory map or a host tensor with a CUDA solve), or,
+// with products="split", kept in its float16 / bfloat16 storage (see SplitOperand below).
 //
 // Method (chosen by measurement, see pyrobust/probe/sweep.py): L-BFGS whose initial inverse
 // Hessian is (a * S + lambda I)^-1, S = eigvecs diag(eigvals) eigvecs^T the covariance of u and
@@ -18,6 +19,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <limits>
@@ -56,6 +58,53 @@ struct History {
   at::Tensor rho;  // (m,) compute dtype; 0 disables the pair for that C
 };
 
+// products="split": the float32 operand B of a product with half-precision X is written as
+//   B = (B_0 + B_1 2^-b + B_2 2^-2b) / s,
+// parts in X's dtype (b its significand bits: 11 for float16, 8 for bfloat16; two float16 parts,
+// three bfloat16 parts), s a power of two putting max |B| s in [2^14, 2^15) (float16 reaches
+// 65504). Each part takes the rounding error of the previous one, so the parts carry 22 (float16)
+// or 24 (bfloat16) significand bits, and X @ B is their products with X summed in float32: a
+// float32 product to round-off, run as 2-3 tensor-core GEMMs with float32 accumulation and output
+// (at::mm with out_dtype) instead of one float32 GEMM over X converted, which on an H100/H200 is
+// ~67 TFLOPS against ~990 for float16. On a CPU the part products run emulated (converted back
+// to float32), so the split is tested where no GPU is.
+struct SplitOperand {
+  std::vector<at::Tensor> parts;  // empty: B == 0
+  double inv_scale = 1.0;         // 1 / s
+  int bits = 0;
+};
+
+SplitOperand split_operand(const at::Tensor& B, at::ScalarType low) {
+  SplitOperand out;
+  out.bits = low == at::kHalf ? 11 : 8;
+  const int n_parts = low == at::kHalf ? 2 : 3;
+  const double amax = at::linalg_vector_norm(B, INFINITY).item<double>();  // no |B| copy
+  if (amax == 0) return out;
+  // NaN / inf: scale 1, and the product carries them like a float32 one would.
+  const int e = std::isfinite(amax) ? std::clamp(14 - std::ilogb(amax), -120, 120) : 0;
+  out.inv_scale = std::ldexp(1.0, -e);
+  auto r = B.mul(std::ldexp(1.0, e));  // exact: a power of two
+  for (int p = 0; p < n_parts; ++p) {
+    out.parts.push_back(r.to(low));
+    if (p + 1 < n_parts) r.sub_(out.parts.back()).mul_(std::ldexp(1.0, out.bits));
+  }
+  return out;
+}
+
+// A @ part with float32 accumulation and output.
+at::Tensor mm_float_out(const at::Tensor& A, const at::Tensor& part) {
+  if (A.is_cuda()) return at::mm(A, part, at::kFloat);
+  return at::mm(A.to(at::kFloat), part.to(at::kFloat));  // emulated (CPU tests)
+}
+
+// sum_p 2^(-p b) A @ B_p = s A @ B (float32); the caller multiplies by inv_scale.
+at::Tensor split_mm(const at::Tensor& A, const SplitOperand& B) {
+  auto acc = mm_float_out(A, B.parts[0]);
+  for (size_t p = 1; p < B.parts.size(); ++p)
+    acc.add_(mm_float_out(A, B.parts[p]), std::ldexp(1.0, -B.bits * static_cast<int>(p)));
+  return acc;
+}
+
 using SolveResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                at::Tensor, at::Tensor, at::Tensor>;
 
@@ -65,7 +114,8 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
                         const at::Tensor& scale, const at::Tensor& eigvecs,
                         const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
                         int64_t chunk_rows, const std::optional<at::Tensor>& history_s,
-                        const std::optional<at::Tensor>& history_y, double history_lambda) {
+                        const std::optional<at::Tensor>& history_y, double history_lambda,
+                        c10::string_view products) {
   TORCH_CHECK(X.dim() == 2, "X should be a 2-D (N, D) tensor, got ", X.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(X.scalar_type()), "X should be a floating tensor, got ",
               X.scalar_type());
@@ -88,6 +138,13 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
   TORCH_CHECK(tol >= 0, "tol should be >= 0, got ", tol);
   TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
   TORCH_CHECK(history >= 1, "history should be >= 1, got ", history);
+  TORCH_CHECK(products == "convert" || products == "split",
+              "products should be 'convert' or 'split', got '", products, "'");
+  const bool split = products == "split";
+  TORCH_CHECK(!split || ((X.scalar_type() == at::kHalf || X.scalar_type() == at::kBFloat16) &&
+                         dt == at::kFloat),
+              "products='split' needs float16 or bfloat16 X and float32 coef, got ",
+              X.scalar_type(), " and ", dt);
 
   const auto opts = coef.options();
   const auto on = [&](const at::Tensor& t) { return t.to(dev, dt).contiguous(); };
@@ -113,25 +170,38 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
   // near-exact search (0.1), the quasi-Newton step being accepted at t = 1 most of the time.
   constexpr double ls_c2 = 0.9;
 
-  auto x_chunk = [&](int64_t r0, int64_t len) { return X.narrow(0, r0, len).to(dev, dt); };
+  auto x_chunk = [&](int64_t r0, int64_t len) {
+    return split ? X.narrow(0, r0, len).to(dev) : X.narrow(0, r0, len).to(dev, dt);
+  };
   // logits (N, m*K) of the internal model (W, b), folded onto raw features.
   auto forward = [&](const Pair& p) {
     const auto Wr = p.W.reshape({d, m * k}) * inv_scale;
     const auto br = p.b.reshape({m * k}) - at::matmul(ctr, Wr).view({m * k});
     auto Z = at::empty({n, m * k}, opts);
+    const auto Ws = split ? split_operand(Wr, X.scalar_type()) : SplitOperand{};
     for (int64_t r0 = 0; r0 < n; r0 += chunk) {
       const int64_t len = std::min(chunk, n - r0);
       auto out = Z.narrow(0, r0, len);
-      at::addmm_out(out, br, x_chunk(r0, len), Wr);
+      if (!split)
+        at::addmm_out(out, br, x_chunk(r0, len), Wr);
+      else if (Ws.parts.empty())
+        out.copy_(br.expand({len, m * k}));
+      else
+        at::add_out(out, br, split_mm(x_chunk(r0, len), Ws), Ws.inv_scale);
     }
     return Z;
   };
   // Unnormalised data gradient (u^T G, 1^T G) from per-sample logit gradients G (N, m*K).
   auto backward = [&](const at::Tensor& G) {
-    auto acc = chunk == n ? at::mm(x_chunk(0, n).t(), G) : at::zeros({d, m * k}, opts);
-    for (int64_t r0 = 0; chunk < n && r0 < n; r0 += chunk) {
+    auto acc = chunk == n && !split ? at::mm(x_chunk(0, n).t(), G) : at::zeros({d, m * k}, opts);
+    for (int64_t r0 = 0; (chunk < n || split) && r0 < n; r0 += chunk) {
       const int64_t len = std::min(chunk, n - r0);
-      acc.addmm_(x_chunk(r0, len).t(), G.narrow(0, r0, len));
+      if (!split) {
+        acc.addmm_(x_chunk(r0, len).t(), G.narrow(0, r0, len));
+        continue;
+      }
+      const auto Gs = split_operand(G.narrow(0, r0, len), X.scalar_type());
+      if (!Gs.parts.empty()) acc.add_(split_mm(x_chunk(r0, len).t(), Gs), Gs.inv_scale);
     }
     const auto gs = G.sum(0);
     acc.sub_(ctr.t() * gs.view({1, m * k})).mul_(inv_scale);
