@@ -112,18 +112,23 @@ class BatchMixer(abc.ABC):
 
     # -- drawing -------------------------------------------------------------------------------
 
-    def _uniform(self, n: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-        u = torch.rand(n, generator=self.generator, dtype=torch.float64)
-        return low + (high - low) * u
+    # Drawing and the targets run once per batch on a handful of values: the work is the call
+    # overhead of each tensor op (several microseconds, against about one for a numpy op on a few
+    # dozen values), which on a GPU bounds small batches. So the uniforms come from one generator
+    # call, the arithmetic is numpy, and the targets are two scatters.
 
-    def _beta(self, alpha: float, n: int) -> torch.Tensor:
+    def _uniforms(self, n: int, cols: int) -> np.ndarray:
+        """``(n, cols)`` float64 uniforms in [0, 1) from the generator, in one call."""
+        return torch.rand(n, cols, generator=self.generator, dtype=torch.float64).numpy()
+
+    def _beta(self, alpha: float, n: int) -> np.ndarray:
         # torch has no generator-aware Beta sampler: derive a numpy stream from the generator so
         # one seed still fixes every draw.
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        return torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=n))
+        return np.random.default_rng(seed).beta(alpha, alpha, size=n)
 
     @abc.abstractmethod
-    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
         """``(n, 6)`` float64 mask parameters for ``n`` independent samples."""
 
     def _partner(self, n: int) -> torch.Tensor:
@@ -137,20 +142,21 @@ class BatchMixer(abc.ABC):
         """Draw ``(partner, params, active)`` for a batch of ``n`` images of ``height x width``."""
         if self.per_sample:
             params = self._draw(n, height, width)
-            active = self._uniform(n) < self.p if self.p < 1.0 else torch.ones(n, dtype=torch.bool)
+            active = self._uniforms(n, 1)[:, 0] < self.p if self.p < 1.0 else None
         else:
-            params = self._draw(1, height, width).expand(n, -1).clone()
-            mixed = bool(self._uniform(1)[0] < self.p) if self.p < 1.0 else True
-            active = torch.full((n,), mixed, dtype=torch.bool)
+            params = np.repeat(self._draw(1, height, width), n, axis=0)
+            mixed = bool(self._uniforms(1, 1)[0, 0] < self.p) if self.p < 1.0 else True
+            active = None if mixed else np.zeros(n, dtype=bool)
         partner = self._partner(n)
-        inactive = ~active
-        if inactive.any():
+        if active is not None and not active.all():
             # An unmixed sample pairs with itself, which the kernel copies exactly; Cutout has no
             # partner, so its unmixed samples get an empty box (all-zero trapezoid parameters).
-            partner[inactive] = torch.arange(n)[inactive]
+            inactive = np.flatnonzero(~active)
+            partner.numpy()[inactive] = inactive  # the tensor's own memory
             if not self.mixes_labels:
                 params[inactive] = 0.0
-        return partner, params.to(torch.float32), active
+        active = torch.ones(n, dtype=torch.bool) if active is None else torch.from_numpy(active)
+        return partner, torch.from_numpy(params.astype(np.float32)), active
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -172,7 +178,7 @@ class BatchMixer(abc.ABC):
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
             raise TypeError(f"labels should be an integer tensor of class ids, got {labels.dtype}")
         if labels.numel():
-            low, high = int(labels.min()), int(labels.max())
+            low, high = (int(v) for v in torch.aminmax(labels))  # one sync for device labels
             if low < 0 or high >= self.num_classes:
                 bad = low if low < 0 else high
                 raise ValueError(f"labels should be in [0, num_classes={self.num_classes}), got {bad}")
@@ -184,19 +190,28 @@ class BatchMixer(abc.ABC):
 
     def _targets(self, labels: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, device) -> torch.Tensor:
         # One fill of the (N, K) smoothing floor and two scatters of N values: the targets cost
-        # O(N K) writes once, not several full-size temporaries.
+        # O(N K) writes once, not several full-size temporaries. Labels on the CPU (as a
+        # DataLoader yields them): built there in numpy and moved in one copy.
         n, k = labels.shape[0], self.num_classes
-        labels = labels.to(device=device, dtype=torch.long)
-        rows = torch.arange(n, device=device)
         keep = 1.0 - self.label_smoothing
+        if labels.device.type == "cpu":
+            y = labels.numpy().astype(np.int64, copy=False)
+            rows = np.arange(n)
+            targets = np.full((n, k), self.label_smoothing / k, dtype=np.float32)
+            if not self.mixes_labels:
+                targets[rows, y] += np.float32(keep)
+            else:
+                lam_np = lam.numpy()
+                targets[rows, y] += lam_np * np.float32(keep)  # rows distinct: no lost updates
+                targets[rows, y[partner.numpy()]] += (np.float32(1) - lam_np) * np.float32(keep)
+            return torch.from_numpy(targets).to(device)
+        labels = labels.to(device=device, dtype=torch.long)
         targets = torch.full((n, k), self.label_smoothing / k, dtype=torch.float32, device=device)
         if not self.mixes_labels:
-            targets.index_put_((rows, labels), torch.full((n,), keep, device=device), accumulate=True)
-            return targets
+            return targets.scatter_add_(1, labels[:, None], targets.new_full((n, 1), keep))
         lam = lam.to(device=device, dtype=torch.float32)
-        targets.index_put_((rows, labels), lam * keep, accumulate=True)
-        targets.index_put_((rows, labels[partner.to(device)]), (1.0 - lam) * keep, accumulate=True)
-        return targets
+        cols = torch.stack((labels, labels[partner.to(device)]), 1)
+        return targets.scatter_add_(1, cols, torch.stack((lam, 1.0 - lam), 1).mul_(keep))
 
     def mix(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None) -> MixOutput:
         """Mix a batch and return everything that was decided (see ``MixOutput``).
@@ -210,16 +225,18 @@ class BatchMixer(abc.ABC):
         self._check_inputs(images, labels)
         n, _, height, width = images.shape
         partner, params, active = self.sample(n, height, width)
-        if n and height and width:
+        if n and height and width and self.mixes_labels:
             lam = mix_ops.mix_lambda(params, self.mode, self.invert, height, width)
+            if self.p < 1.0:
+                lam.numpy()[~active.numpy()] = 1.0  # unmixed samples keep their own label
         else:
             lam = torch.ones(n, dtype=torch.float32)
-        lam = torch.where(active, lam, torch.ones_like(lam)) if self.mixes_labels else torch.ones_like(lam)
         device = images.device
         partner_d = partner.to(device, non_blocking=True)
         params_d = params.to(device, non_blocking=True)
         mixed = mix_ops.mix(images, partner_d, params_d, self.mode, self.invert, self._fill(), out=out)
-        targets = self._targets(labels, partner, lam, device)
+        on_cpu = labels.device.type == "cpu"
+        targets = self._targets(labels, partner if on_cpu else partner_d, lam, device)
         return MixOutput(mixed, targets, lam, partner, params)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None):
@@ -281,17 +298,18 @@ class SmoothMix(BatchMixer):
         self.shape = mode
         self.mode = "gaussian" if mode == "circle" else "trapezoid"
 
-    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
-        params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
-        params[:, 0] = self._uniform(n, 0.0, width)
-        params[:, 1] = self._uniform(n, 0.0, height)
+    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
+        u = self._uniforms(n, 4 if self.shape == "circle" and self.ellipse else 3)
+        params = np.zeros((n, mix_ops.MIX_PARAMS))
+        params[:, 0] = u[:, 0] * width
+        params[:, 1] = u[:, 1] * height
+        lo, hi = self.sigma_range if self.shape == "circle" else self.size_range
+        s = lo + (hi - lo) * u[:, 2]
         if self.shape == "circle":
-            s = self._uniform(n, *self.sigma_range)
-            sy = self._uniform(n, *self.sigma_range) if self.ellipse else s
+            sy = lo + (hi - lo) * u[:, 3] if self.ellipse else s
             params[:, 2] = s * width
             params[:, 3] = sy * height
         else:
-            s = self._uniform(n, *self.size_range)
             params[:, 2] = s * width / 2
             params[:, 3] = s * height / 2
             params[:, 4] = self.smooth * width
@@ -304,14 +322,14 @@ class SmoothMix(BatchMixer):
         return f"mode='square', size_range={self.size_range}, smooth={self.smooth}"
 
 
-def _box_params(n: int, height: int, width: int, cut_h: torch.Tensor, cut_w: torch.Tensor,
-                cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+def _box_params(n: int, height: int, width: int, cut_h: np.ndarray, cut_w: np.ndarray,
+                cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
     """Hard boxes centred at integer pixels, clipped to the image (timm's ``rand_bbox``)."""
-    y0 = (cy - cut_h // 2).clamp(0, height)
-    y1 = (cy + cut_h // 2).clamp(0, height)
-    x0 = (cx - cut_w // 2).clamp(0, width)
-    x1 = (cx + cut_w // 2).clamp(0, width)
-    params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
+    y0 = np.clip(cy - cut_h // 2, 0, height)
+    y1 = np.clip(cy + cut_h // 2, 0, height)
+    x0 = np.clip(cx - cut_w // 2, 0, width)
+    x1 = np.clip(cx + cut_w // 2, 0, width)
+    params = np.zeros((n, mix_ops.MIX_PARAMS))
     params[:, 0] = (x0 + x1) / 2
     params[:, 1] = (y0 + y1) / 2
     params[:, 2] = (x1 - x0) / 2
@@ -344,13 +362,14 @@ class CutMix(_BetaMixer):
     mode = "trapezoid"
     invert = True
 
-    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
         lam = self._beta(self.alpha, n)
-        ratio = torch.sqrt(1.0 - lam)
-        cut_h = torch.floor(height * ratio)
-        cut_w = torch.floor(width * ratio)
-        cy = torch.floor(self._uniform(n) * height)
-        cx = torch.floor(self._uniform(n) * width)
+        ratio = np.sqrt(1.0 - lam)
+        cut_h = np.floor(height * ratio)
+        cut_w = np.floor(width * ratio)
+        u = self._uniforms(n, 2)
+        cy = np.floor(u[:, 0] * height)
+        cx = np.floor(u[:, 1] * width)
         return _box_params(n, height, width, cut_h, cut_w, cy, cx)
 
 
@@ -365,8 +384,8 @@ class MixUp(_BetaMixer):
 
     mode = "constant"
 
-    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
-        params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float64)
+    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
+        params = np.zeros((n, mix_ops.MIX_PARAMS))
         params[:, 0] = self._beta(self.alpha, n)
         return params
 
@@ -399,15 +418,16 @@ class Cutout(BatchMixer):
     def _fill(self) -> Optional[float]:
         return self.fill
 
-    def _draw(self, n: int, height: int, width: int) -> torch.Tensor:
+    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
         if isinstance(self.size, float):
-            cut_h = torch.full((n,), float(math.floor(self.size * height)), dtype=torch.float64)
-            cut_w = torch.full((n,), float(math.floor(self.size * width)), dtype=torch.float64)
+            cut_h = np.full(n, float(math.floor(self.size * height)))
+            cut_w = np.full(n, float(math.floor(self.size * width)))
         else:
-            cut_h = torch.full((n,), float(self.size), dtype=torch.float64)
-            cut_w = torch.full((n,), float(self.size), dtype=torch.float64)
-        cy = torch.floor(self._uniform(n) * height)
-        cx = torch.floor(self._uniform(n) * width)
+            cut_h = np.full(n, float(self.size))
+            cut_w = np.full(n, float(self.size))
+        u = self._uniforms(n, 2)
+        cy = np.floor(u[:, 0] * height)
+        cx = np.floor(u[:, 1] * width)
         return _box_params(n, height, width, cut_h, cut_w, cy, cx)
 
     def _extra_repr(self) -> str:
