@@ -135,6 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--half", action="store_true", help="features stored as float16")
     ap.add_argument("--joint", type=int, default=1, help="C values solved per batched GEMM")
     ap.add_argument("--skip-slow", action="store_true", help="skip scikit-learn and torch LBFGS")
+    ap.add_argument("--progress", action="store_true", help="pyrobust's progress bar over C")
     ap.add_argument("--skip-torch", action="store_true", help="skip torch.optim.LBFGS")
     ap.add_argument("--skip-warm", action="store_true", help="skip the warm-started sklearn path")
     args = ap.parse_args(argv)
@@ -156,7 +157,8 @@ def main(argv=None) -> int:
     g *= args.n / min(args.n, 200000)
     print(f"one gradient (X@W + X^T@G, float32): {g * 1e3:.1f} ms")
 
-    res = probe_sweep(Xt, yt, Xv, yv, Cs, device=args.device, progress=False, joint=args.joint)
+    res = probe_sweep(Xt, yt, Xv, yv, Cs, device=args.device, progress=args.progress,
+                      joint=args.joint)
     t_ours = res.seconds
     rows = {"pyrobust": (res.val_accuracy, t_ours)}
     iters = {"pyrobust": list(res.n_iter)}

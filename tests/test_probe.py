@@ -186,7 +186,9 @@ def _half_problem(xdt, device="cpu"):
     X = np.maximum(rng.standard_normal((2000, 30)) + rng.standard_normal((1, 30)), 0) * 3
     y = rng.integers(0, 4, 2000)
     X[np.arange(2000), y] += 1.5
-    return _Problem(torch.from_numpy(X).to(xdt), y, device=device)
+    # weights up to 3: the gradient's split is scaled by the bound max w
+    return _Problem(torch.from_numpy(X).to(xdt), y, device=device,
+                    sample_weight=rng.uniform(0.5, 3.0, 2000))
 
 
 def _solve(p, C, products, chunk_rows=0):

@@ -66,6 +66,10 @@ class _Problem:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch.cuda.is_available() is False")
+        if self.device.type == "cuda" and self.device.index is None:
+            # torch.device("cuda") != torch.device("cuda:0"): name the index, so that "is X
+            # already there" below compares equal devices equal
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.dtype = compute_dtype
         if not isinstance(X, np.memmap):
             self.X = _data.to_device_if_fits(self.X, self.device)  # else stream from host
