@@ -214,7 +214,7 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
     return Pair{acc.view({d, m, k}), gs.view({m, k})};
   };
   auto dot = [&](const Pair& a, const Pair& b) {  // (m,) per-C inner products
-    return (a.W * b.W).sum({0, 2}) + (a.b * b.b).sum(1);
+    return (a.W * b.W).sum(at::IntArrayRef{0, 2}) + (a.b * b.b).sum(1);
   };
   auto full_grad = [&](const at::Tensor& G, const Pair& p) {
     auto g = backward(G);
@@ -327,8 +327,8 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
 
     // Exact line search: safeguarded Newton on phi(t) = f(x + t dir), convex in t.
     // The penalty sees the coefficients only, never the intercept.
-    const auto wd = (x.W * dir.W).sum({0, 2}).to(at::kCPU, at::kDouble);
-    const auto dd = (dir.W * dir.W).sum({0, 2}).to(at::kCPU, at::kDouble);
+    const auto wd = (x.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
+    const auto dd = (dir.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
     auto step = at::zeros({m}, at::dtype(at::kDouble));
     double* t = step.data_ptr<double>();
     std::vector<double> lo(m, 0.0), hi(m, std::numeric_limits<double>::infinity());
