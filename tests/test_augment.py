@@ -503,6 +503,41 @@ def test_cuda_edge_cases(dtype, channels_last):
 
 
 @needs_cuda
+def test_cuda_op_takes_host_parameters():
+    # the mixers' way: partner and params drawn on the host, checked there, copied with the launch
+    x = random_images(5, 3, 9, 11, torch.float32, device="cuda")
+    partner, params = torch.tensor([4, 2, 0, 1, 3]), random_params(5, 9, 11, "gaussian")
+    host = mix_ops.mix(x, partner, params, "gaussian")
+    device = mix_ops.mix(x, partner.cuda(), params.cuda(), "gaussian")
+    assert host.is_cuda and torch.equal(host, device)
+    with pytest.raises(RuntimeError, match=r"partner\[4\] should be in \[0, 5\)"):
+        mix_ops.mix(x, torch.tensor([0, 1, 2, 3, 5]), params, "gaussian")
+    xg = random_images(4, 2, 5, 4, torch.float64, device="cuda").requires_grad_(True)
+    p4, q4 = torch.tensor([1, 1, 3, 0]), random_params(4, 5, 4, "trapezoid")
+    assert torch.autograd.gradcheck(lambda t: mix_ops.mix(t, p4, q4, "trapezoid", True, None), (xg,))
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", [*MIXERS, "cutout"])
+def test_cuda_mixers_match_cpu_with_host_or_device_labels(name):
+    make = MIXERS.get(name, lambda **kw: Cutout(10, **kw))
+    x = random_images(6, 3, 12, 14, torch.float32)
+    labels = torch.tensor([3, 1, 4, 1, 5, 9])
+    runs = {}
+    for where, (xx, yy) in {"cpu": (x, labels), "cuda-host-labels": (x.cuda(), labels),
+                            "cuda": (x.cuda(), labels.cuda())}.items():
+        mixer = make(label_smoothing=0.1, p=0.7, generator=torch.Generator().manual_seed(5))
+        runs[where] = mixer.mix(xx, yy)
+    ref = runs["cpu"]
+    expected = reference.mixed_targets(labels, ref.partner, ref.lam, 10, 0.1)
+    for where, res in runs.items():
+        device = "cpu" if where == "cpu" else "cuda"
+        assert res.images.device.type == res.targets.device.type == device
+        torch.testing.assert_close(res.targets.cpu().double(), expected, atol=1e-6, rtol=0)
+        check_close(res.images.cpu(), ref.images.double(), torch.float32)
+
+
+@needs_cuda
 def test_cuda_gradients():
     x = random_images(4, 2, 5, 4, torch.float64, device="cuda").requires_grad_(True)
     partner = torch.tensor([1, 1, 3, 0], device="cuda")

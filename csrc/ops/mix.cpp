@@ -43,10 +43,24 @@ MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
               "partner should be a 1-D tensor of length ", n, ", got shape ", partner.sizes());
   TORCH_CHECK(partner.scalar_type() == at::kLong, "partner should be int64, got ",
               partner.scalar_type());
-  TORCH_CHECK(partner.device() == images.device() && params.device() == images.device(),
-              "images, partner and params should be on one device, got ", images.device(), ", ",
-              partner.device(), " and ", params.device());
+  // Parameters drawn on the host (as the mixers draw them) may stay there: a CUDA kernel copies
+  // them with its launch, after checking the partner indices on the host, at no sync.
+  const auto usable = [&](const at::Tensor& t) {
+    return t.device() == images.device() || t.device().is_cpu();
+  };
+  TORCH_CHECK(usable(partner) && usable(params),
+              "partner and params should be on the images' device (", images.device(),
+              ") or on the CPU, got ", partner.device(), " and ", params.device());
   return check_mix_params(params, mode, n);
+}
+
+void check_partner_range(const at::Tensor& partner, int64_t n) {
+  const auto p = partner.contiguous();
+  const int64_t* pp = p.data_ptr<int64_t>();
+  for (int64_t i = 0; i < p.numel(); ++i) {
+    TORCH_CHECK(pp[i] >= 0 && pp[i] < n, "partner[", i, "] should be in [0, ", n, "), got ",
+                pp[i]);
+  }
 }
 
 void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay) {

@@ -38,9 +38,12 @@ inline Layout layout_of(const at::Tensor& images) {
 MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int64_t n);
 // Validates a preallocated output: the images' shape, dtype, device and memory format, no alias.
 void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout& lay);
-// Validates the arguments of pyrobust::mix / mix.out and returns the parsed mode.
+// Validates the arguments of pyrobust::mix / mix.out and returns the parsed mode. partner and
+// params may be on the images' device or on the CPU.
 MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
                         const at::Tensor& params, const std::string& mode);
+// Every partner index in [0, n); `partner` is a CPU int64 tensor.
+void check_partner_range(const at::Tensor& partner, int64_t n);
 // Validates the arguments of pyrobust::mix_mask (sizes >= 0) or mix_lambda (sizes > 0: the mean
 // of an empty mask is undefined) and returns the parsed mode.
 MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,

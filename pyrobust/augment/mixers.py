@@ -231,12 +231,9 @@ class BatchMixer(abc.ABC):
                 lam.numpy()[~active.numpy()] = 1.0  # unmixed samples keep their own label
         else:
             lam = torch.ones(n, dtype=torch.float32)
-        device = images.device
-        partner_d = partner.to(device, non_blocking=True)
-        params_d = params.to(device, non_blocking=True)
-        mixed = mix_ops.mix(images, partner_d, params_d, self.mode, self.invert, self._fill(), out=out)
-        on_cpu = labels.device.type == "cpu"
-        targets = self._targets(labels, partner if on_cpu else partner_d, lam, device)
+        # partner and params stay on the CPU: the op checks and copies them with its launch
+        mixed = mix_ops.mix(images, partner, params, self.mode, self.invert, self._fill(), out=out)
+        targets = self._targets(labels, partner, lam, images.device)
         return MixOutput(mixed, targets, lam, partner, params)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None):

@@ -38,9 +38,11 @@ def mix(
     Args:
         images: ``(N, C, H, W)`` uint8, float16, bfloat16, float32 or float64, contiguous or
             channels_last, CPU or CUDA.
-        partner: ``(N,)`` int64 on the images' device, ``partner[i]`` in ``[0, N)``; ignored
-            when ``fill`` is given.
-        params: ``(N, 6)`` float32 mask parameters on the images' device.
+        partner: ``(N,)`` int64, ``partner[i]`` in ``[0, N)``; ignored when ``fill`` is given.
+        params: ``(N, 6)`` float32 mask parameters.
+            Both on the images' device or on the CPU. For CUDA images, CPU ones are checked on
+            the host and copied with the launch (no sync: how the mixers pass them); a partner
+            on the device costs one sync for its range check.
         mode: ``"gaussian"``, ``"trapezoid"`` or ``"constant"``.
         invert: mask ``1 - gy * gx`` instead of ``gy * gx``.
         fill: mix with this constant instead of a partner image (Cutout).
@@ -97,7 +99,7 @@ def _mix_backward(ctx, grad):
     grad_images = _ops.mix(grad, partner, params, ctx.mode, ctx.invert, 0.0)
     if ctx.fill is None:
         to_partner = _ops.mix(grad, partner, params, ctx.mode, not ctx.invert, 0.0)
-        grad_images = grad_images.index_add(0, partner, to_partner)
+        grad_images = grad_images.index_add(0, partner.to(grad.device), to_partner)
     return grad_images, None, None, None, None, None
 
 

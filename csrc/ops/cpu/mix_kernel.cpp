@@ -180,13 +180,7 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
   const at::Tensor partner = partner_in.contiguous();
   const at::Tensor params = params_in.contiguous();
   const int64_t n = lay.n;
-  if (!fill.has_value()) {
-    const int64_t* pp = partner.data_ptr<int64_t>();
-    for (int64_t i = 0; i < n; ++i) {
-      TORCH_CHECK(pp[i] >= 0 && pp[i] < n, "partner[", i, "] should be in [0, ", n, "), got ",
-                  pp[i]);
-    }
-  }
+  if (!fill.has_value()) check_partner_range(partner, n);
   std::vector<float> gy(n * lay.h), gx(n * lay.inner());
   fill_profiles(params.data_ptr<float>(), mode, lay, gy.data(), gx.data());
   const double fill_value = saturated_fill(fill.value_or(0.0), images.scalar_type());

@@ -118,14 +118,24 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   const Layout lay = layout_of(images);
   check_mix_out(images, out, lay);
   if (images.numel() == 0) return out;
-  const at::Tensor partner = partner_in.contiguous();
-  const at::Tensor params = params_in.contiguous();
-  if (!fill.has_value()) {  // one sync: an index out of range would read outside the batch
-    const auto range = at::stack({partner.min(), partner.max()}).cpu();
-    const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < lay.n, "partner should hold indices in [0, ", lay.n,
-                "), got values from ", lo, " to ", hi);
+  // An index out of range would read outside the batch. Host parameters (the mixers') are
+  // checked on the host and copied with the launch, so a training loop never waits here; a
+  // partner already on the device costs one sync for its check.
+  if (!fill.has_value()) {
+    if (partner_in.is_cpu()) {
+      check_partner_range(partner_in, lay.n);
+    } else {
+      const auto range = at::stack({partner_in.min(), partner_in.max()}).cpu();
+      const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < lay.n, "partner should hold indices in [0, ", lay.n,
+                  "), got values from ", lo, " to ", hi);
+    }
   }
+  const auto on_device = [&](const at::Tensor& t) {
+    return t.to(t.options().device(images.device()), /*non_blocking=*/true).contiguous();
+  };
+  const at::Tensor partner = on_device(partner_in);
+  const at::Tensor params = on_device(params_in);
   at::Tensor gy, gx;
   compute_profiles(params, mode, lay, gy, gx);
   const int64_t rows = lay.n * lay.rows();
