@@ -4,10 +4,13 @@ One process, one table (REFERENCES.md §4 gives the plain baseline's throughput 
 
 1. feature extraction: ``pyrobust.features.extract_features`` (fingerprints, memmap writes, per-chunk checksums
    and progress records) vs a bare ``model.features`` loop over the same DataLoader; target ≤ 3 % overhead.
+   Both feed channels-last batches (``pyrobust.models.model_input``); the bare loop on plain NCHW batches is
+   timed too, for the speed-up that layout brings.
 2. linear probe on cached features: ``pyrobust.lpft.linear_probe`` (probe sweep, LP-FT defaults: scalar
    standardisation) vs scikit-learn ``LogisticRegression`` (lbfgs, warm starts) over the same C grid.
 3. one fine-tuning epoch: ``pyrobust.lpft.finetune`` vs a hand-written PyTorch loop doing the same work (SGD
-   momentum 0.9, cosine lr per step, BatchNorm in eval mode, cross-entropy); target ≤ 5 % overhead.
+   momentum 0.9, cosine lr per step, BatchNorm in eval mode, cross-entropy, channels-last batches);
+   target ≤ 5 % overhead. Also timed on plain NCHW batches.
 
 Backbone: EfficientNet-Lite0 (ImageNet weights) at 64 px; data: scikit-learn digits (pyrobust.data).
 ``python benchmarks/bench_lpft.py [--quick] [--threads N] [--device cpu|cuda]``
@@ -33,20 +36,26 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def bare_extract(model, loader, device):
+def _input(x, device, nhwc):
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if nhwc else x
+
+
+def bare_extract(model, loader, device, nhwc=True):
     model.eval()
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else torch.autocast("cpu",
                                                                                                     enabled=False)
     out = []
     with torch.inference_mode(), amp:
         for x, _ in loader:
-            out.append(model.features(x.to(device, non_blocking=True)).to(torch.float16).cpu())
+            out.append(model.features(_input(x, device, nhwc)).to(torch.float16).cpu())
     _sync(device)
     return torch.cat(out)
 
 
-def plain_epoch(model, loader, lr, epochs, device):
-    """The baseline loop: what a user writes by hand for one FT epoch with the LP-FT protocol."""
+def plain_epoch(model, loader, lr, epochs, device, nhwc=True):
+    """The baseline loop: what a user writes by hand for one FT epoch with the LP-FT protocol
+    (``nhwc``: channels-last input, as pyrobust feeds it; False: the plain NCHW default)."""
     model.train()
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -56,7 +65,7 @@ def plain_epoch(model, loader, lr, epochs, device):
     for step, (x, y) in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
-        loss = F.cross_entropy(model(x.to(device)), y.to(device))
+        loss = F.cross_entropy(model(_input(x, device, nhwc)), y.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,17 +86,19 @@ def bench_extract(model, loader, tmp, reps, device):
     from pyrobust.features import extract_features
 
     bare_extract(model, loader, device)  # warm-up
-    t_bare, t_cache = [], []
+    t_bare, t_cache, t_nchw = [], [], []
     for r in range(reps):
         t_bare += timed(lambda: bare_extract(model, loader, device), 1)
         t_cache += timed(lambda: extract_features(model, loader, f"{tmp}/extract{r}", device=device,
                                                   progress=False), 1)
+        t_nchw += timed(lambda: bare_extract(model, loader, device, nhwc=False), 1)
     t = time.perf_counter()
     extract_features(model, loader, f"{tmp}/extract0", device=device, progress=False)
     print(f"reload of a finished cache (fingerprint + verify): {time.perf_counter() - t:.3f} s "
           f"vs {statistics.median(t_bare):.3f} s for a bare pass")
     n = len(loader.dataset)
-    tb, tc = statistics.median(t_bare), statistics.median(t_cache)
+    tb, tc, tn = statistics.median(t_bare), statistics.median(t_cache), statistics.median(t_nchw)
+    print(f"bare loop on NCHW input: {n / tn:.0f} img/s; extract_features is {tn / tc:.2f}x its speed")
     return ("extract features (img/s)", "bare model.features loop", n / tb, "extract_features", n / tc, tc / tb)
 
 
@@ -124,16 +135,18 @@ def bench_ft(model, train, bs, reps, device):
 
     train_loader = DataLoader(train, batch_size=bs, shuffle=False)
     plain_epoch(copy.deepcopy(model), train_loader, 1e-3, 1, device)  # warm-up
-    t_plain, t_ft = [], []
+    t_plain, t_ft, t_nchw = [], [], []
     run_plain = lambda m: plain_epoch(m, train_loader, 1e-3, 1, device)  # noqa: E731
+    run_nchw = lambda m: plain_epoch(m, train_loader, 1e-3, 1, device, nhwc=False)  # noqa: E731
     run_ours = lambda m: finetune(m, m.head, train_loader, None, epochs=1, lr=1e-3, device=device,  # noqa: E731
                                   progress=False)
     for r in range(reps):  # A B, then B A, ...: drifting machine load favours neither side
-        order = [(run_plain, t_plain), (run_ours, t_ft)]
+        order = [(run_plain, t_plain), (run_ours, t_ft), (run_nchw, t_nchw)]
         for fn, times in order if r % 2 == 0 else order[::-1]:
             m = copy.deepcopy(model)
             times += timed(lambda: fn(m), 1)
-    tp, tf = statistics.median(t_plain), statistics.median(t_ft)
+    tp, tf, tn = statistics.median(t_plain), statistics.median(t_ft), statistics.median(t_nchw)
+    print(f"plain loop on NCHW input: {tn:.2f} s per epoch; finetune is {tn / tf:.2f}x its speed")
     return ("FT epoch (s)", "plain PyTorch loop", tp, "finetune", tf, tf / tp)
 
 

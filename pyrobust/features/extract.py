@@ -16,6 +16,7 @@ from torch.utils.data._utils.collate import default_collate
 from pyrobust.features import store
 from pyrobust.features._dist import barrier, rank_world
 from pyrobust.features.fingerprint import dataset_fingerprint, transform_repr, weights_fingerprint
+from pyrobust.models.adapter import model_input
 
 _DTYPES = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
 
@@ -183,7 +184,7 @@ def extract_features(
 def _forward(fn, images, device, dtype):
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     with torch.inference_mode(), amp:
-        out = fn(images.to(device, non_blocking=True))
+        out = fn(model_input(images, device))
     return out.to(dtype)
 
 

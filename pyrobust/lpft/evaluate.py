@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pyrobust.lpft.distributed import all_reduce_sum, sharded_eval_loader
+from pyrobust.models.adapter import model_input
 
 
 def autocast_for(device: torch.device, amp: bool):
@@ -44,7 +45,7 @@ def correct_and_total(model: nn.Module, loader, device: torch.device, amp: bool 
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     for batch in loader:
         images, labels = split_batch(batch)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        images, labels = model_input(images, device), labels.to(device, non_blocking=True)
         with autocast_for(device, amp):
             logits = model(images)
         counts[0] += (logits.argmax(dim=1) == labels).sum()

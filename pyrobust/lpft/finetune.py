@@ -21,6 +21,7 @@ from pyrobust.lpft import checkpoint as ckpt
 from pyrobust.lpft.distributed import (all_reduce_sum, distributed_train_loader, is_main_process, rank_world,
                                        sharded_eval_loader)
 from pyrobust.lpft.evaluate import autocast_for, correct_and_total, resolve_device, split_batch
+from pyrobust.models.adapter import model_input
 
 _SCHEDULES = ("cosine", "constant", "linear")
 _OPTIMIZERS = ("sgd", "adamw")
@@ -231,7 +232,7 @@ def finetune(
             bar = tqdm(total=steps_per_epoch, desc=f"finetune epoch {epoch + 1}/{epochs}", leave=False)
         for batch in train_loader:
             images, labels = split_batch(batch)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images, labels = model_input(images, device), labels.to(device, non_blocking=True)
             current_lr = lr_at(step, lr=lr, total=total, warmup=warmup, schedule=schedule)
             for group in opt.param_groups:
                 group["lr"] = current_lr

@@ -7,7 +7,8 @@
 - :func:`efficientnet_lite0`, :func:`small_resnet`, :class:`Normalize` and the normalisation constants.
 """
 
-from pyrobust.models.adapter import IMAGENET_MEAN_STD, TFLITE_MEAN_STD, FeatureModel, LayerFeatures, Normalize
+from pyrobust.models.adapter import (IMAGENET_MEAN_STD, TFLITE_MEAN_STD, FeatureModel, LayerFeatures, Normalize,
+                                     model_input)
 from pyrobust.models.efficientnet import efficientnet_lite0, efficientnet_lite0_weights_path
 from pyrobust.models.registry import BACKBONE_NAMES, get_backbone
 from pyrobust.models.small import small_resnet
@@ -22,5 +23,6 @@ __all__ = [
     "efficientnet_lite0",
     "efficientnet_lite0_weights_path",
     "get_backbone",
+    "model_input",
     "small_resnet",
 ]

@@ -20,11 +20,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["FeatureModel", "Normalize", "LayerFeatures", "TFLITE_MEAN_STD", "IMAGENET_MEAN_STD"]
+__all__ = ["FeatureModel", "Normalize", "LayerFeatures", "TFLITE_MEAN_STD", "IMAGENET_MEAN_STD", "model_input"]
 
 # (x·255 − 127.5)/128 == (x − 0.5)/(128/255): the TF-Lite convention of the EfficientNet-Lite weights.
 TFLITE_MEAN_STD = ((0.5, 0.5, 0.5), (128 / 255, 128 / 255, 128 / 255))
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def model_input(images: torch.Tensor, device) -> torch.Tensor:
+    """A batch as the networks are fed: on ``device`` and, when 4-D, in channels-last layout.
+
+    Convolutions run faster on channels-last input on the CPU (oneDNN) and the GPU (NHWC tensor-core
+    kernels), whatever the weights' layout: on this project's 2-core CPU an EfficientNet-Lite0 step at
+    64 px (batch 64) takes 0.51 s against 0.94 s, a forward 0.17 s against 0.23 s. Values are unchanged.
+    """
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
 
 
 class Normalize(nn.Module):

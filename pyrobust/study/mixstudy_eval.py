@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from pyrobust.models.adapter import model_input
+
 __all__ = ["predict", "accuracy_grid", "last_spatial_layer", "cam_probe", "make_probe_set"]
 
 
@@ -27,7 +29,7 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     model.eval()
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        x = model_input(images[start:start + batch_size], device)
         out.append(model(x).argmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from pyrobust.models.adapter import model_input
+
 __all__ = [
     "MIXER_NAMES",
     "make_mixer",
@@ -165,7 +167,7 @@ def train_model(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float,
             t0 = time.perf_counter()
             images, targets, _ = next(it)
             wait += time.perf_counter() - t0
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            images = model_input(images, device)
             targets = targets.to(device, non_blocking=True)
             loss = soft_cross_entropy(model(images), targets)
             opt.zero_grad(set_to_none=True)
