@@ -158,6 +158,7 @@ def main():
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--only", default="extract,lp,ft", help="comma-separated subset of extract,lp,ft")
     ap.add_argument("--max-iter", type=int, default=200, help="iteration cap per C, the same for both probes")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions per timing (default 3; 2 with --quick)")
     args = ap.parse_args()
     parts = set(args.only.split(","))
     torch.set_num_threads(args.threads)
@@ -166,7 +167,7 @@ def main():
     from pyrobust.data import load_digits_splits
     from pyrobust.models import efficientnet_lite0
 
-    reps = 2 if args.quick else 3
+    reps = args.reps or (2 if args.quick else 3)
     splits = load_digits_splits(image_size=args.size)
     train, val = splits["train"], splits["val"]
     if args.quick:
