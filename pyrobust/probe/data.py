@@ -58,7 +58,8 @@ def to_device_if_fits(X: torch.Tensor, device) -> torch.Tensor:
     """``X`` on a CUDA ``device``, in its own dtype, when it takes under half the free memory
     there; else ``X`` unchanged (it is then streamed chunk by chunk)."""
     device = torch.device(device)
-    if device.type != "cuda" or (X.device.type == "cuda" and device.index in (None, X.device.index)):
+    on_it = X.device.type == "cuda" and device.index in (None, X.device.index)
+    if device.type != "cuda" or on_it:
         return X
     free, _ = torch.cuda.mem_get_info(device)
     return X.to(device) if X.numel() * X.element_size() < free // 2 else X

@@ -1,8 +1,9 @@
 // CUDA kernels of the pyrobust::mix family.
 //
 // Two launches: a tiny one computing the 1-D profiles of every sample (N * (H + inner) floats,
-// never an (N, C, H, W) mask), then one pass over the images, a warp per row. Only the ATen headers the kernels need are included: a .cu including
-// torch/extension.h takes minutes to compile per architecture.
+// never an (N, C, H, W) mask), then one pass over the images, a warp per row. Only the ATen
+// headers the kernels need are included: a .cu including torch/extension.h takes minutes to
+// compile per architecture.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
