@@ -26,8 +26,6 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import numpy as np
 import torch
 
-from pyrobust.models.adapter import model_input
-
 __all__ = [
     "feature_change",
     "linear_cka",
@@ -256,7 +254,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _features(fn: FeatureFn, model: torch.nn.Module, x: torch.Tensor, device, which: str, name: str) -> torch.Tensor:
-    f = fn(model, model_input(x, device if device is not None else _model_device(model)))
+    f = fn(model, x.to(device if device is not None else _model_device(model)))  # user fn: as given
     if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != x.shape[0]:
         shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
         raise ValueError(

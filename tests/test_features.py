@@ -186,3 +186,38 @@ def test_bad_inputs(tmp_path):
         with torch.no_grad():
             big[1].weight.fill_(1e5)
         extract(big, Blobs(n=10), tmp_path / "g")
+
+
+class _ViewsItsInput(torch.nn.Module):
+    """A model that flattens its 4-D input with ``.view`` (impossible on a channels-last batch)."""
+
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.lin = torch.nn.Linear(in_features, 4)
+
+    def features(self, x):
+        return self.lin(x.view(len(x), -1))
+
+
+def test_channels_last_feed_and_its_opt_out(tmp_path):
+    from pyrobust.models import model_input
+
+    x = torch.rand(5, 3, 4, 6)
+    fed = model_input(x, "cpu")
+    assert fed.is_contiguous(memory_format=torch.channels_last) and torch.equal(fed, x)
+    three_d = x[:, :, 0]
+    assert model_input(three_d, "cpu") is three_d  # not 4-D: as given
+    assert model_input(x, "cpu", channels_last=False).is_contiguous()
+    # the default feed matches the definition (a plain forward) to round-off
+    model, ds = TinyCNN(), Blobs(n=20)
+    a = extract(model, ds, tmp_path / "a", dtype=torch.float32)
+    b = extract(model, ds, tmp_path / "b", dtype=torch.float32, channels_last=False)
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-5, atol=1e-6)
+    # a model that views its input needs the opt-out, which then works
+    images = ds.images
+    flat = _ViewsItsInput(images[0].numel())
+    if images.shape[1] > 1:
+        with pytest.raises(RuntimeError, match="view"):
+            extract(flat, ds, tmp_path / "v1")
+    c = extract(flat, ds, tmp_path / "v2", dtype=torch.float32, channels_last=False)
+    np.testing.assert_allclose(c.features, reference_features(flat, ds).numpy(), rtol=1e-5, atol=1e-6)

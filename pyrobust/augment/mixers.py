@@ -115,7 +115,7 @@ class BatchMixer(abc.ABC):
     # Drawing and the targets run once per batch on a handful of values: the work is the call
     # overhead of each tensor op (several microseconds, against about one for a numpy op on a few
     # dozen values), which on a GPU bounds small batches. So the uniforms come from one generator
-    # call, the arithmetic is numpy, and the targets are two scatters.
+    # call and the arithmetic is numpy (``_draw`` returns a float64 array; a tensor is accepted).
 
     def _uniforms(self, n: int, cols: int) -> np.ndarray:
         """``(n, cols)`` float64 uniforms in [0, 1) from the generator, in one call."""
@@ -141,10 +141,10 @@ class BatchMixer(abc.ABC):
     def sample(self, n: int, height: int, width: int) -> tuple:
         """Draw ``(partner, params, active)`` for a batch of ``n`` images of ``height x width``."""
         if self.per_sample:
-            params = self._draw(n, height, width)
+            params = np.asarray(self._draw(n, height, width), dtype=np.float64)
             active = self._uniforms(n, 1)[:, 0] < self.p if self.p < 1.0 else None
         else:
-            params = np.repeat(self._draw(1, height, width), n, axis=0)
+            params = np.repeat(np.asarray(self._draw(1, height, width), dtype=np.float64), n, axis=0)
             mixed = bool(self._uniforms(1, 1)[0, 0] < self.p) if self.p < 1.0 else True
             active = None if mixed else np.zeros(n, dtype=bool)
         partner = self._partner(n)
@@ -156,7 +156,7 @@ class BatchMixer(abc.ABC):
             if not self.mixes_labels:
                 params[inactive] = 0.0
         active = torch.ones(n, dtype=torch.bool) if active is None else torch.from_numpy(active)
-        return partner, torch.from_numpy(params.astype(np.float32)), active
+        return partner, torch.from_numpy(params).to(torch.float32), active  # torch-owned memory
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class BatchMixer(abc.ABC):
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
             raise TypeError(f"labels should be an integer tensor of class ids, got {labels.dtype}")
         if labels.numel():
-            low, high = (int(v) for v in torch.aminmax(labels))  # one sync for device labels
+            low, high = torch.stack(torch.aminmax(labels)).tolist()  # one sync for device labels
             if low < 0 or high >= self.num_classes:
                 bad = low if low < 0 else high
                 raise ValueError(f"labels should be in [0, num_classes={self.num_classes}), got {bad}")
@@ -189,29 +189,27 @@ class BatchMixer(abc.ABC):
         return None
 
     def _targets(self, labels: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, device) -> torch.Tensor:
-        # One fill of the (N, K) smoothing floor and two scatters of N values: the targets cost
-        # O(N K) writes once, not several full-size temporaries. Labels on the CPU (as a
-        # DataLoader yields them): built there in numpy and moved in one copy.
+        # One fill of the (N, K) smoothing floor, then the own label's weight and the partner
+        # label's, added in that order (a sample and its partner may share a class: a fixed order
+        # keeps the float32 sums identical run to run and device to device). CPU images: numpy on
+        # the tensor's memory. Elsewhere: N labels go to the device, never an (N, K) host array.
         n, k = labels.shape[0], self.num_classes
         keep = 1.0 - self.label_smoothing
-        if labels.device.type == "cpu":
-            y = labels.numpy().astype(np.int64, copy=False)
-            rows = np.arange(n)
-            targets = np.full((n, k), self.label_smoothing / k, dtype=np.float32)
-            if not self.mixes_labels:
-                targets[rows, y] += np.float32(keep)
-            else:
-                lam_np = lam.numpy()
-                targets[rows, y] += lam_np * np.float32(keep)  # rows distinct: no lost updates
-                targets[rows, y[partner.numpy()]] += (np.float32(1) - lam_np) * np.float32(keep)
-            return torch.from_numpy(targets).to(device)
-        labels = labels.to(device=device, dtype=torch.long)
+        device = torch.device(device)
         targets = torch.full((n, k), self.label_smoothing / k, dtype=torch.float32, device=device)
-        if not self.mixes_labels:
-            return targets.scatter_add_(1, labels[:, None], targets.new_full((n, 1), keep))
-        lam = lam.to(device=device, dtype=torch.float32)
-        cols = torch.stack((labels, labels[partner.to(device)]), 1)
-        return targets.scatter_add_(1, cols, torch.stack((lam, 1.0 - lam), 1).mul_(keep))
+        own = lam * keep if self.mixes_labels else torch.full((n,), keep)
+        if device.type == "cpu":
+            t, y, rows = targets.numpy(), labels.numpy().astype(np.int64, copy=False), np.arange(n)
+            t[rows, y] += own.numpy()  # rows distinct: no lost updates
+            if self.mixes_labels:
+                t[rows, y[partner.numpy()]] += ((1.0 - lam) * keep).numpy()
+            return targets
+        labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
+        targets.scatter_add_(1, labels[:, None], own.to(device, non_blocking=True)[:, None])
+        if self.mixes_labels:
+            other = labels[partner.to(device, non_blocking=True)][:, None]
+            targets.scatter_add_(1, other, ((1.0 - lam) * keep).to(device, non_blocking=True)[:, None])
+        return targets
 
     def mix(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None) -> MixOutput:
         """Mix a batch and return everything that was decided (see ``MixOutput``).

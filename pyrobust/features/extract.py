@@ -112,6 +112,7 @@ def extract_features(
     dtype: torch.dtype = torch.float16,
     verify: bool = True,
     progress: bool = True,
+    channels_last: bool = True,
 ) -> store.FeatureCache:
     """Run the frozen ``model`` once over ``dataset`` and store features and labels under ``path``.
 
@@ -131,6 +132,8 @@ def extract_features(
         verify: check chunk checksums of existing data; chunks that fail are recomputed with a ``RuntimeWarning``
             (``FeatureCache.open`` on its own raises instead, since it has no model to recompute with).
         progress: tqdm bar on rank 0.
+        channels_last: feed 4-D batches in channels-last layout (``pyrobust.models.model_input``: faster
+            convolutions; features equal to round-off); set False for a model that ``.view``s its 4-D input.
 
     Returns:
         :class:`FeatureCache` with ``.features`` an ``(N, D)`` ``np.memmap`` of ``dtype`` and ``.labels`` ``(N,)``
@@ -163,7 +166,11 @@ def extract_features(
     was_training = model.training
     model.eval()
     model.to(device)
-    fn, cleanup = _feature_fn(model, layer)
+    layer_fn, cleanup = _feature_fn(model, layer)
+
+    def fn(images):
+        return layer_fn(model_input(images, device, channels_last))
+
     try:
         key = {
             "format_version": store.FORMAT_VERSION,
@@ -184,7 +191,7 @@ def extract_features(
 def _forward(fn, images, device, dtype):
     amp = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     with torch.inference_mode(), amp:
-        out = fn(model_input(images, device))
+        out = fn(images)
     return out.to(dtype)
 
 

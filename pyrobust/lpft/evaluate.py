@@ -40,12 +40,14 @@ def split_batch(batch):
 
 
 @torch.no_grad()
-def correct_and_total(model: nn.Module, loader, device: torch.device, amp: bool = False) -> torch.Tensor:
-    """``tensor([correct, total])`` (float64) over one loader; ``model`` must already be in the wanted mode."""
+def correct_and_total(model: nn.Module, loader, device: torch.device, amp: bool = False,
+                      channels_last: bool = True) -> torch.Tensor:
+    """``tensor([correct, total])`` (float64) over one loader; ``model`` must already be in the wanted mode.
+    ``channels_last``: feed 4-D batches in channels-last layout (``pyrobust.models.model_input``)."""
     counts = torch.zeros(2, dtype=torch.float64, device=device)
     for batch in loader:
         images, labels = split_batch(batch)
-        images, labels = model_input(images, device), labels.to(device, non_blocking=True)
+        images, labels = model_input(images, device, channels_last), labels.to(device, non_blocking=True)
         with autocast_for(device, amp):
             logits = model(images)
         counts[0] += (logits.argmax(dim=1) == labels).sum()
@@ -54,7 +56,7 @@ def correct_and_total(model: nn.Module, loader, device: torch.device, amp: bool 
 
 
 def evaluate(model: nn.Module, loaders: dict, *, device=None, amp: bool | None = None,
-             distributed: bool = False) -> dict[str, float]:
+             distributed: bool = False, channels_last: bool = True) -> dict[str, float]:
     """Top-1 accuracy (in [0, 1]) of ``model`` on each named loader.
 
     Args:
@@ -64,6 +66,8 @@ def evaluate(model: nn.Module, loaders: dict, *, device=None, amp: bool | None =
         amp: autocast on CUDA (default on when the device is CUDA).
         distributed: each rank evaluates a disjoint shard of each loader's dataset and counts are summed over ranks
             (every rank must call); default off, so rank 0 alone may call it.
+        channels_last: feed 4-D batches in channels-last layout (faster convolutions; set False for a model
+            that ``.view``s its 4-D input).
     """
     if not isinstance(loaders, dict):
         raise TypeError(f"loaders must be a dict of name -> loader, got {type(loaders).__name__}")
@@ -77,7 +81,7 @@ def evaluate(model: nn.Module, loaders: dict, *, device=None, amp: bool | None =
         for name, loader in loaders.items():
             if distributed:
                 loader = sharded_eval_loader(loader)
-            counts = correct_and_total(model, loader, device, amp)
+            counts = correct_and_total(model, loader, device, amp, channels_last)
             if distributed:
                 all_reduce_sum(counts)
             if counts[1] == 0:

@@ -117,6 +117,7 @@ def finetune(
     device=None,
     progress: bool = True,
     seed: int = 0,
+    channels_last: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Fine-tune every parameter of ``model`` (backbone and head) on ``train_loader``.
 
@@ -145,6 +146,8 @@ def finetune(
         device: default: CUDA when available.
         progress: a tqdm bar per epoch (rank 0 only).
         seed: seeds torch's global RNG (and the fresh head) at the start of a new run.
+        channels_last: feed 4-D batches in channels-last layout (``pyrobust.models.model_input``: about 1.8x
+            faster steps for a CNN on CPU); set False for a model that ``.view``s its 4-D input.
 
     Returns:
         ``(model, history)``: the model (in eval mode) and a dict of per-epoch lists ``epoch``, ``lr`` (last),
@@ -194,7 +197,7 @@ def finetune(
     config = dict(epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
                   schedule=schedule, warmup=warmup, bn_eval=bn_eval, clip_grad=clip_grad, amp=amp, seed=seed,
                   early_stopping=early_stopping, mixer=type(mixer).__name__ if mixer is not None else None,
-                  world_size=world, steps_per_epoch=steps_per_epoch)
+                  world_size=world, steps_per_epoch=steps_per_epoch, channels_last=channels_last)
     history = {"epoch": [], "lr": [], "train_loss": [], "train_accuracy": [], "val_accuracy": [], "seconds": [],
                "best_epoch": None, "best_val_accuracy": None, "stopped_early": False}
     start_epoch, step, best_dir, best_state = 0, 0, None, None
@@ -205,7 +208,8 @@ def finetune(
         state = ckpt.load_checkpoint(checkpoint_dir, model=model, optimizer=opt, scaler=scaler,
                                      generators=generators)
         if state is not None:
-            diff = {k: (state["config"].get(k), v) for k, v in config.items() if state["config"].get(k) != v}
+            saved = {"channels_last": False, **state["config"]}  # older checkpoints fed NCHW batches
+            diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
             if diff:
                 raise ValueError(f"checkpoint in {checkpoint_dir!r} was made with other arguments "
                                  f"(saved, now): {diff}; use another checkpoint_dir")
@@ -232,7 +236,7 @@ def finetune(
             bar = tqdm(total=steps_per_epoch, desc=f"finetune epoch {epoch + 1}/{epochs}", leave=False)
         for batch in train_loader:
             images, labels = split_batch(batch)
-            images, labels = model_input(images, device), labels.to(device, non_blocking=True)
+            images, labels = model_input(images, device, channels_last), labels.to(device, non_blocking=True)
             current_lr = lr_at(step, lr=lr, total=total, warmup=warmup, schedule=schedule)
             for group in opt.param_groups:
                 group["lr"] = current_lr
@@ -278,7 +282,7 @@ def finetune(
         val_acc = None
         if val_loader is not None:
             model.eval()
-            counts = all_reduce_sum(correct_and_total(model, val_loader, device, amp))
+            counts = all_reduce_sum(correct_and_total(model, val_loader, device, amp, channels_last))
             val_acc = float(counts[0] / counts[1])
         history["epoch"].append(epoch)
         history["lr"].append(current_lr)

@@ -75,7 +75,7 @@ def solve(
 
     ``products``: ``"convert"`` multiplies chunks of ``X`` converted to the compute dtype;
     ``"split"`` (float16 / bfloat16 ``X``, float32 compute) multiplies ``X`` as stored, the float32
-    operand split into 2 (float16) or 3 (bfloat16) parts that carry its 24 significand bits, each
+    operand split into 2 (float16: ~23 significand bits) or 3 (bfloat16: all 24) parts, each
     product in float32 accumulation (tensor cores on CUDA; emulated on a CPU).
 
     Returns ``(coef, intercept, n_iter (m,) int64, grad_norm (m,) float64, gap (m,) float64,

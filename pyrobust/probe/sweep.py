@@ -29,8 +29,8 @@ Why this method (measured on this 2-core CPU, N=20,000, D=512, K=100, 8 C in log
   maps, ``device="cuda"`` with host features); on an in-memory CPU sweep warm starts win, so the
   default is ``joint=1``.
 - On a GPU, float16 / bfloat16 features stay as stored and are multiplied on tensor cores: the
-  float32 operand (coefficients, or per-sample gradients) is split into 2 (float16) or 3
-  (bfloat16) half-precision parts carrying its 24 significand bits, each product accumulated in
+  float32 operand (coefficients, or per-sample gradients) is split into 2 (float16: ~23 of its
+  24 significand bits) or 3 (bfloat16: all 24) half-precision parts, each product accumulated in
   float32 (``probe_solve(..., products="split")``). At ImageNet size (1.28M x 2048, K = 1000) a
   float32 product over converted X is ~5.2 TFLOP at ~67 TFLOPS (H200, no TF32), ~80 ms, against
   ~7 ms per float16 part; the validation set is scored on the device. Tested against the
@@ -86,9 +86,12 @@ class _Problem:
         self.products = ("split" if self.device.type == "cuda" and compute_dtype == torch.float32
                          and self.X.dtype in (torch.float16, torch.bfloat16) else "convert")
         if chunk_rows is None:
-            streaming = (isinstance(X, np.memmap) or self.X.device != self.device
-                         or (self.X.dtype != compute_dtype and self.products == "convert"))
-            chunk_rows = 16384 if streaming else 0
+            if isinstance(X, np.memmap) or self.X.device != self.device:
+                chunk_rows = 16384  # streamed from disk / host memory
+            elif self.products == "split":
+                chunk_rows = 262144  # bounds the split's float32 temporaries (1 GB at K = 1000)
+            else:
+                chunk_rows = 16384 if self.X.dtype != compute_dtype else 0
         self.chunk_rows = int(chunk_rows)
         _data.check_finite(self.X, self.chunk_rows or 65536, "X")
         if class_weight is not None and isinstance(class_weight, dict):
@@ -141,14 +144,21 @@ class _Problem:
         return W.T.numpy().copy(), b.numpy().copy()
 
 
+def _score_chunks(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray, chunk_rows: int,
+                  device, dtype):
+    """Yield ``(row offset, X_chunk @ coef.T + intercept)`` on ``device`` in ``dtype``."""
+    W = torch.from_numpy(np.ascontiguousarray(coef.T)).to(device, dtype)
+    b = torch.from_numpy(np.asarray(intercept)).to(device, dtype)
+    for r0, xc in _data.iter_chunks(X, chunk_rows, device, dtype):
+        yield r0, torch.addmm(b, xc, W)
+
+
 def decision_scores(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray,
                     chunk_rows: int = 65536, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """``X @ coef.T + intercept`` computed in chunks, ``(N, K)`` (or ``(N, 1)``) float on CPU."""
-    W = torch.from_numpy(np.ascontiguousarray(coef.T)).to(device, dtype)
-    b = torch.from_numpy(np.asarray(intercept)).to(device, dtype)
-    out = torch.empty(X.shape[0], W.shape[1], dtype=dtype)
-    for r0, xc in _data.iter_chunks(X, chunk_rows, device, dtype):
-        out[r0:r0 + xc.shape[0]] = torch.addmm(b, xc, W).cpu()
+    out = torch.empty(X.shape[0], np.shape(coef)[0], dtype=dtype)
+    for r0, s in _score_chunks(X, coef, intercept, chunk_rows, device, dtype):
+        out[r0:r0 + s.shape[0]] = s.cpu()
     return out
 
 
@@ -164,35 +174,31 @@ def _metric_sums(scores: torch.Tensor, y: torch.Tensor, kn: torch.Tensor):
     return ((pred == y) & kn).double().sum(), torch.where(kn, loss, 0.0).sum()
 
 
-def _accuracy_loss(correct, loss_sum, known: np.ndarray):
-    n_known = int(known.sum())
-    return (float(correct) / len(known),
-            float(loss_sum) / n_known if n_known else float("nan"))
-
-
-def scores_metrics(scores: torch.Tensor, codes: np.ndarray, known: np.ndarray):
-    """(accuracy, mean loss over samples with known labels) of scores against class codes;
-    samples with unknown labels (``known`` False) count as wrong."""
-    y = torch.from_numpy(np.where(known, codes, 0))
-    return _accuracy_loss(*_metric_sums(scores, y, torch.from_numpy(known)), known)
-
-
 def head_metrics(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray, codes: np.ndarray,
-                known: np.ndarray, chunk_rows: int = 65536, device="cpu", dtype=torch.float32):
-    """``scores_metrics`` of ``X @ coef.T + intercept``, computed chunk by chunk on ``device``
-    (only two numbers leave it: no ``(N, K)`` scores on the host)."""
-    W = torch.from_numpy(np.ascontiguousarray(coef.T)).to(device, dtype)
-    b = torch.from_numpy(np.asarray(intercept)).to(device, dtype)
+                 known: np.ndarray, chunk_rows: int = 65536, device="cpu", dtype=torch.float32):
+    """Accuracy and mean cross-entropy of a raw-feature head on ``(X, codes)``, computed chunk by
+    chunk on ``device``: only two numbers leave it, never an ``(N, K)`` score matrix.
+
+    Args:
+        X: ``(N, D)`` features, any float dtype and device.
+        coef, intercept: ``(K, D)`` and ``(K,)`` (``(1, D)`` and ``(1,)`` for a binomial head).
+        codes: ``(N,)`` int class codes (indices into the head's classes).
+        known: ``(N,)`` bool, False for labels unseen in training: those count as wrong and are
+            left out of the loss.
+
+    Returns:
+        ``(accuracy, mean loss)`` as Python floats (the loss is NaN when no label is known).
+    """
     y = torch.from_numpy(np.where(known, codes, 0)).to(device)
     kn = torch.from_numpy(known).to(device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for r0, xc in _data.iter_chunks(X, chunk_rows, device, dtype):
-        r1 = r0 + xc.shape[0]
-        c, l = _metric_sums(torch.addmm(b, xc, W), y[r0:r1], kn[r0:r1])
+    for r0, s in _score_chunks(X, coef, intercept, chunk_rows, device, dtype):
+        c, l = _metric_sums(s, y[r0:r0 + s.shape[0]], kn[r0:r0 + s.shape[0]])
         correct += c
         loss_sum += l
-    return _accuracy_loss(correct, loss_sum, known)
+    n_known = int(known.sum())
+    return (float(correct) / len(known), float(loss_sum) / n_known if n_known else float("nan"))
 
 
 @dataclasses.dataclass

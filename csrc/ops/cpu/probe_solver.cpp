@@ -62,11 +62,11 @@ struct History {
 //   B = (B_0 + B_1 2^-b + B_2 2^-2b) / s,
 // parts in X's dtype (b its significand bits: 11 for float16, 8 for bfloat16; two float16 parts,
 // three bfloat16 parts), s a power of two putting max |B| s in [2^14, 2^15) (float16 reaches
-// 65504). Each part takes the rounding error of the previous one, so the parts carry 22 (float16)
-// or 24 (bfloat16) significand bits, and X @ B is their products with X summed in float32: a
-// float32 product to round-off, run as 2-3 tensor-core GEMMs with float32 accumulation and output
-// (at::mm with out_dtype) instead of one float32 GEMM over X converted, which on an H100/H200 is
-// ~67 TFLOPS against ~990 for float16. On a CPU the part products run emulated (converted back
+// 65504). Each part takes the rounding error of the previous one, so the parts carry about 23
+// (float16, measured 2^-23) or 24 (bfloat16) significand bits, and X @ B is their products with X
+// summed in float32: a float32 product to round-off, run as 2-3 tensor-core GEMMs with float32
+// accumulation and output (at::mm with out_dtype) instead of one float32 GEMM over X converted,
+// which on an H100/H200 is ~67 TFLOPS against ~990 for float16. On a CPU the part products run emulated (converted back
 // to float32), so the split is tested where no GPU is.
 struct SplitOperand {
   std::vector<at::Tensor> parts;  // empty: B == 0
@@ -163,8 +163,8 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
   TORCH_CHECK(y.numel() == n && w.numel() == n, "target and weight should have N = ", n,
               " entries, got ", y.numel(), " and ", w.numel());
   const double wsum = w.sum(at::kDouble).item<double>();
-  // |G| = w |p - onehot| <= max w: the bound that scales G's split (no pass over G for it).
-  const double wmax = split ? w.max().item<double>() : 0.0;
+  // |G| = |w| |p - onehot| <= max |w|: the bound that scales G's split (no pass over G for it).
+  const double wmax = split ? w.abs().max().item<double>() : 0.0;
   TORCH_CHECK(wsum > 0, "weights should have a positive sum, got ", wsum);
   const auto inv_scale = on(scale).reciprocal().view({d, 1});
   const auto ctr = on(center).view({1, d});
@@ -325,7 +325,8 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
     const double* gdp = gd.data_ptr<double>();
     const auto Zd = forward(dir);
 
-    // Exact line search: safeguarded Newton on phi(t) = f(x + t dir), convex in t.
+    // Line search: safeguarded Newton on phi(t) = f(x + t dir), convex in t, stopped at the
+    // Wolfe curvature condition above.
     // The penalty sees the coefficients only, never the intercept.
     const auto wd = (x.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
     const auto dd = (dir.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
