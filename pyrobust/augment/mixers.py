@@ -140,23 +140,20 @@ class BatchMixer(abc.ABC):
 
     def sample(self, n: int, height: int, width: int) -> tuple:
         """Draw ``(partner, params, active)`` for a batch of ``n`` images of ``height x width``."""
-        if self.per_sample:
-            params = np.asarray(self._draw(n, height, width), dtype=np.float64)
-            active = self._uniforms(n, 1)[:, 0] < self.p if self.p < 1.0 else None
-        else:
-            params = np.repeat(np.asarray(self._draw(1, height, width), dtype=np.float64), n, axis=0)
-            mixed = bool(self._uniforms(1, 1)[0, 0] < self.p) if self.p < 1.0 else True
-            active = None if mixed else np.zeros(n, dtype=bool)
+        draws = n if self.per_sample else 1  # per batch: one draw shared by every sample
+        params = np.asarray(self._draw(draws, height, width), dtype=np.float64)
+        active = self._uniforms(draws, 1)[:, 0] < self.p if self.p < 1.0 else np.ones(draws, bool)
+        if not self.per_sample:
+            params, active = np.repeat(params, n, axis=0), np.repeat(active, n)
         partner = self._partner(n)
-        if active is not None and not active.all():
+        if not active.all():
             # An unmixed sample pairs with itself, which the kernel copies exactly; Cutout has no
             # partner, so its unmixed samples get an empty box (all-zero trapezoid parameters).
             inactive = np.flatnonzero(~active)
             partner.numpy()[inactive] = inactive  # the tensor's own memory
             if not self.mixes_labels:
                 params[inactive] = 0.0
-        active = torch.ones(n, dtype=torch.bool) if active is None else torch.from_numpy(active)
-        return partner, torch.from_numpy(params).to(torch.float32), active  # torch-owned memory
+        return partner, torch.from_numpy(params).to(torch.float32), torch.from_numpy(active)
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -197,7 +194,7 @@ class BatchMixer(abc.ABC):
         keep = 1.0 - self.label_smoothing
         device = torch.device(device)
         targets = torch.full((n, k), self.label_smoothing / k, dtype=torch.float32, device=device)
-        own = lam * keep if self.mixes_labels else torch.full((n,), keep)
+        own = lam * keep  # lam is 1 where labels are not mixed (Cutout, unmixed samples)
         if device.type == "cpu":
             t, y, rows = targets.numpy(), labels.numpy().astype(np.int64, copy=False), np.arange(n)
             t[rows, y] += own.numpy()  # rows distinct: no lost updates

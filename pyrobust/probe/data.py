@@ -55,11 +55,10 @@ def iter_chunks(X: torch.Tensor, chunk_rows: int, device, dtype):
 
 
 def to_device_if_fits(X: torch.Tensor, device) -> torch.Tensor:
-    """``X`` on a CUDA ``device``, in its own dtype, when it takes under half the free memory
-    there; else ``X`` unchanged (it is then streamed chunk by chunk)."""
+    """``X`` on a CUDA ``device`` (with its index), in its own dtype, when it takes under half the
+    free memory there; else ``X`` unchanged (it is then streamed chunk by chunk)."""
     device = torch.device(device)
-    on_it = X.device.type == "cuda" and device.index in (None, X.device.index)
-    if device.type != "cuda" or on_it:
+    if device.type != "cuda" or X.device == device:
         return X
     free, _ = torch.cuda.mem_get_info(device)
     return X.to(device) if X.numel() * X.element_size() < free // 2 else X

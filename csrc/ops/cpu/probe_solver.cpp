@@ -66,8 +66,8 @@ struct History {
 // (float16, measured 2^-23) or 24 (bfloat16) significand bits, and X @ B is their products with X
 // summed in float32: a float32 product to round-off, run as 2-3 tensor-core GEMMs with float32
 // accumulation and output (at::mm with out_dtype) instead of one float32 GEMM over X converted,
-// which on an H100/H200 is ~67 TFLOPS against ~990 for float16. On a CPU the part products run emulated (converted back
-// to float32), so the split is tested where no GPU is.
+// which on an H100/H200 is ~67 TFLOPS against ~990 for float16. On a CPU the part products run
+// emulated (converted back to float32), so the split is tested where no GPU is.
 struct SplitOperand {
   std::vector<at::Tensor> parts;  // empty: B == 0
   double inv_scale = 1.0;         // 1 / s
@@ -199,15 +199,17 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
   };
   // Unnormalised data gradient (u^T G, 1^T G) from per-sample logit gradients G (N, m*K).
   auto backward = [&](const at::Tensor& G) {
-    auto acc = chunk == n && !split ? at::mm(x_chunk(0, n).t(), G) : at::zeros({d, m * k}, opts);
-    for (int64_t r0 = 0; (chunk < n || split) && r0 < n; r0 += chunk) {
+    auto acc = at::zeros({d, m * k}, opts);
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
       const int64_t len = std::min(chunk, n - r0);
+      const auto xt = x_chunk(r0, len).t();
+      const auto Gc = G.narrow(0, r0, len);
       if (!split) {
-        acc.addmm_(x_chunk(r0, len).t(), G.narrow(0, r0, len));
+        acc.addmm_(xt, Gc);
         continue;
       }
-      const auto Gs = split_operand(G.narrow(0, r0, len), X.scalar_type(), wmax);
-      if (!Gs.parts.empty()) acc.add_(split_mm(x_chunk(r0, len).t(), Gs), Gs.inv_scale);
+      const auto Gs = split_operand(Gc, X.scalar_type(), wmax);
+      if (!Gs.parts.empty()) acc.add_(split_mm(xt, Gs), Gs.inv_scale);
     }
     const auto gs = G.sum(0);
     acc.sub_(ctr.t() * gs.view({1, m * k})).mul_(inv_scale);
