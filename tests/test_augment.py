@@ -155,6 +155,59 @@ def test_opcheck(mode):
     torch.library.opcheck(torch.ops.pyrobust.mix.default, (x, partner, params, mode, True, 0.5))
     torch.library.opcheck(torch.ops.pyrobust.mix_mask.default, (params, mode, False, 5, 6))
     torch.library.opcheck(torch.ops.pyrobust.mix_lambda.default, (params, mode, True, 5, 6))
+    labels = torch.tensor([1, 0, 3])
+    torch.library.opcheck(torch.ops.pyrobust.mix_targets.default, (x, labels, partner, params, mode, True, 4, 0.1, True))
+
+
+def expected_targets(labels, partner, params, mode, invert, h, w, k, smoothing, mix_labels):
+    """lam from the reference masks (1 where unmixed) and the reference targets, float64."""
+    n = labels.shape[0]
+    unmixed = (partner == torch.arange(n)) | (not mix_labels)
+    lam = torch.where(unmixed, 1.0, reference.mix_mask(params, mode, invert, h, w).mean((1, 2)))
+    return reference.mixed_targets(labels, partner, lam, k, smoothing), lam
+
+
+@pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize("smoothing,mix_labels", [(0.0, True), (0.1, True), (0.2, False)])
+def test_mix_targets_match_reference(mode, invert, smoothing, mix_labels):
+    n, h, w, k = 9, 13, 7, 5
+    x = random_images(n, 3, h, w, torch.float32)
+    labels = torch.tensor([0, 4, 2, 2, 1, 3, 0, 4, 2])
+    partner = torch.tensor([3, 1, 3, 2, 8, 0, 6, 5, 4])  # self-pairs 1, 3, 6; 2 and 3 share a class
+    params = random_params(n, h, w, mode)
+    targets, lam = mix_ops.mix_targets(x, labels, partner, params, mode, invert, k, smoothing, mix_labels)
+    expected, expected_lam = expected_targets(labels, partner, params, mode, invert, h, w, k, smoothing, mix_labels)
+    assert targets.dtype == lam.dtype == torch.float32 and targets.shape == (n, k)
+    torch.testing.assert_close(lam.double(), expected_lam, atol=1e-6, rtol=0)
+    torch.testing.assert_close(targets.double(), expected, atol=1e-6, rtol=0)
+    # lam of a mixed sample is mix_lambda's, bit for bit; int32 labels give the same targets
+    mixed = partner != torch.arange(n)
+    if mix_labels:
+        assert torch.equal(lam[mixed], mix_ops.mix_lambda(params, mode, invert, h, w)[mixed])
+    assert torch.equal(mix_ops.mix_targets(x, labels.int(), partner, params, mode, invert, k, smoothing, mix_labels)[0], targets)
+
+
+def test_mix_targets_rejects_bad_arguments():
+    x = random_images(3, 1, 4, 4, torch.float32)
+    partner, params = torch.tensor([1, 2, 0]), random_params(3, 4, 4, "gaussian")
+    call = lambda labels, k=5, s=0.0, p=partner: mix_ops.mix_targets(x, labels, p, params, "gaussian", False, k, s)
+    with pytest.raises(ValueError, match="got 5"):
+        call(torch.tensor([0, 5, 1]))
+    with pytest.raises(ValueError, match="got -2"):
+        call(torch.tensor([0, -2, 9]))
+    with pytest.raises(ValueError, match="length N=3"):
+        call(torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        call(torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="num_classes"):
+        call(torch.tensor([0, 0, 0]), k=0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        call(torch.tensor([0, 0, 0]), s=1.0)
+    with pytest.raises(RuntimeError, match="partner\\[2\\]"):
+        call(torch.tensor([0, 0, 0]), p=torch.tensor([1, 2, 3]))
+    empty = mix_ops.mix_targets(x[:0], torch.zeros(0, dtype=torch.long), partner[:0], params[:0], "gaussian", False, 5, 0.0)
+    assert empty[0].shape == (0, 5) and empty[1].shape == (0,)
 
 
 @pytest.mark.parametrize("fill", [None, 0.25])
@@ -169,14 +222,16 @@ def test_compile_fullgraph():
     x = random_images(4, 3, 8, 8, torch.float32)
     partner, params = torch.tensor([3, 2, 1, 0]), random_params(4, 8, 8, "gaussian")
 
+    labels = torch.tensor([0, 1, 1, 2])
+
     def step(images):
         lam = mix_ops.mix_lambda(params, "gaussian", False, 8, 8)
-        return mix_ops.mix(images, partner, params, "gaussian") * 2, lam
+        targets, _ = mix_ops.mix_targets(images, labels, partner, params, "gaussian", False, 3)
+        return mix_ops.mix(images, partner, params, "gaussian") * 2, lam, targets
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
-    out, lam = compiled(x)
-    torch.testing.assert_close(out, step(x)[0])
-    torch.testing.assert_close(lam, step(x)[1])
+    for got, expected in zip(compiled(x), step(x)):
+        torch.testing.assert_close(got, expected)
 
 
 # --- the mixers against their definitions ------------------------------------------------------
@@ -253,7 +308,10 @@ def test_cutmix_box_is_hard_and_lambda_is_corrected():
     res = mixer.mix(x, labels)
     masks = mix_ops.mix_mask(res.params, "trapezoid", True, h, w)
     assert set(masks.unique().tolist()) <= {0.0, 1.0}
-    torch.testing.assert_close(res.lam, masks.mean((1, 2)))  # the clipped box, not the drawn lam
+    # lam is the clipped box's, not the drawn lam; a sample paired with itself is unmixed: 1.
+    expected = torch.where(res.partner == torch.arange(64), 1.0, masks.mean((1, 2)))
+    assert (res.partner == torch.arange(64)).any() and (res.lam < 1).any()
+    torch.testing.assert_close(res.lam, expected)
     inside = masks == 0
     for i in range(8):
         j = res.partner[i]
@@ -535,6 +593,29 @@ def test_cuda_mixers_match_cpu_with_host_or_device_labels(name):
         assert res.images.device.type == res.targets.device.type == device
         torch.testing.assert_close(res.targets.cpu().double(), expected, atol=1e-6, rtol=0)
         check_close(res.images.cpu(), ref.images.double(), torch.float32)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
+def test_cuda_mix_targets_match_cpu(mode):
+    n, h, w, k = 9, 13, 300, 1100  # rows longer than a block, more classes than threads
+    x = random_images(n, 3, h, w, torch.float32)
+    labels = torch.tensor([0, 1099, 2, 2, 1, 3, 0, 4, 2])
+    partner = torch.tensor([3, 1, 3, 2, 8, 0, 6, 5, 4])
+    params = random_params(n, h, w, mode)
+    for mix_labels in (True, False):
+        expected = mix_ops.mix_targets(x, labels, partner, params, mode, True, k, 0.1, mix_labels)
+        for yy, pp, qq in ((labels, partner, params), (labels.cuda(), partner, params),
+                           (labels.int().cuda(), partner.cuda(), params.cuda())):
+            got = mix_ops.mix_targets(x.cuda(), yy, pp, qq, mode, True, k, 0.1, mix_labels)
+            assert got[0].device.type == got[1].device.type == "cuda"
+            torch.testing.assert_close(got[1].cpu(), expected[1], atol=1e-6, rtol=0)
+            torch.testing.assert_close(got[0].cpu(), expected[0], atol=1e-6, rtol=0)
+    for bad in (torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 1100]), torch.tensor([0, -1, 2, 3, 4, 5, 6, 7, 8])):
+        with pytest.raises(ValueError, match=str(int(bad[-1] if bad[-1] > 8 else -1))):
+            mix_ops.mix_targets(x.cuda(), bad.cuda(), partner, params, mode, True, k, 0.1)
+    with pytest.raises(RuntimeError, match="partner"):
+        mix_ops.mix_targets(x.cuda(), labels, torch.full((n,), 9, device="cuda"), params, mode, True, k, 0.1)
 
 
 @needs_cuda

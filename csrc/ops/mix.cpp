@@ -6,13 +6,23 @@
 //     `invert`. One pass over memory: G is computed per pixel from two 1-D profiles.
 //   mix_mask(params, mode, invert, height, width) -> (N, H, W) float32 masks (tests, gallery).
 //   mix_lambda(params, mode, invert, height, width) -> (N,) float32 mean of each mask, exact.
+//   mix_targets(images, labels, partner, params, mode, invert, num_classes, label_smoothing,
+//               mix_labels) -> (targets, lam), both on the images' device:
+//     lam[i] = mean(G_i) (1 for an unmixed sample: paired with itself, or labels not mixed),
+//     targets[i] = s / K + (1 - s) * (lam[i] * onehot(labels[i]) + (1 - lam[i]) *
+//     onehot(labels[partner[i]])), float32 (N, K); the partner's term only for a mixed sample.
+//     `images` gives the batch's size and device: the targets of a mix are made where it is.
 #include "ops/mix.h"
 
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
 
 #include <torch/library.h>
+
+#include <algorithm>
 
 namespace pyrobust {
 
@@ -80,6 +90,47 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
               "out must not alias images (not even in part): out[i] reads images[partner[i]]");
 }
 
+MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
+                            const at::Tensor& partner, const at::Tensor& params,
+                            const std::string& mode, int64_t num_classes,
+                            double label_smoothing) {
+  const MaskMode parsed = check_mix_args(images, partner, params, mode);
+  const int64_t n = images.size(0);
+  TORCH_CHECK_VALUE(num_classes >= 1, "num_classes should be >= 1, got ", num_classes);
+  TORCH_CHECK_VALUE(label_smoothing >= 0.0 && label_smoothing < 1.0,
+                    "label_smoothing should be in [0, 1), got ", label_smoothing);
+  TORCH_CHECK_VALUE(labels.dim() == 1 && labels.size(0) == n, "labels should be 1-D of length N=",
+                    n, ", got shape ", labels.sizes());
+  TORCH_CHECK_TYPE(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false),
+                   "labels should be an integer tensor of class ids, got ",
+                   labels.scalar_type());
+  TORCH_CHECK(labels.device() == images.device() || labels.device().is_cpu(),
+              "labels should be on the images' device (", images.device(),
+              ") or on the CPU, got ", labels.device());
+  return parsed;
+}
+
+void check_label_range(const at::Tensor& labels, int64_t num_classes) {
+  if (labels.numel() == 0) return;
+  int64_t low = 0, high = 0;
+  if (labels.is_cpu()) {
+    const at::Tensor l = labels.to(at::kLong).contiguous();
+    const int64_t* p = l.data_ptr<int64_t>();
+    low = high = p[0];
+    for (int64_t i = 1; i < l.numel(); ++i) {
+      low = std::min(low, p[i]);
+      high = std::max(high, p[i]);
+    }
+  } else {
+    auto [lo, hi] = at::aminmax(labels);
+    const at::Tensor range = at::stack({lo, hi}).to(at::kLong).cpu();  // the one sync
+    low = range[0].item<int64_t>();
+    high = range[1].item<int64_t>();
+  }
+  TORCH_CHECK_VALUE(low >= 0 && high < num_classes, "labels should be in [0, num_classes=",
+                    num_classes, "), got ", low < 0 ? low : high);
+}
+
 MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,
                          int64_t width, bool for_lambda) {
   if (for_lambda) {
@@ -121,10 +172,20 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       " *, Tensor(a!) out) -> Tensor(a!)");
   m.def("mix_mask(Tensor params, str mode, bool invert, int height, int width) -> Tensor");
   m.def("mix_lambda(Tensor params, str mode, bool invert, int height, int width) -> Tensor");
+  m.def(
+      "mix_targets(Tensor images, Tensor labels, Tensor partner, Tensor params, str mode,"
+      " bool invert, int num_classes, float label_smoothing, bool mix_labels)"
+      " -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {
   m.impl("mix", &mix_alloc);
+}
+
+// The targets depend on the images' size, never on their values: not differentiable, whatever
+// the images require.
+TORCH_LIBRARY_IMPL(pyrobust, Autograd, m) {
+  m.impl("mix_targets", torch::CppFunction::makeFallthrough());
 }
 
 }  // namespace pyrobust

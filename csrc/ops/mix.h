@@ -42,12 +42,31 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
 // params may be on the images' device or on the CPU.
 MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
                         const at::Tensor& params, const std::string& mode);
+// Validates the arguments of pyrobust::mix_targets (those of mix, then labels: 1-D, integer, N
+// long, on the images' device or the CPU; num_classes >= 1; label_smoothing in [0, 1)).
+MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
+                            const at::Tensor& partner, const at::Tensor& params,
+                            const std::string& mode, int64_t num_classes,
+                            double label_smoothing);
+// Every label in [0, num_classes) (a ValueError naming the first bound crossed). Host labels are
+// checked in a loop; labels on a device cost one sync.
+void check_label_range(const at::Tensor& labels, int64_t num_classes);
 // Every partner index in [0, n); `partner` is a CPU int64 tensor.
 void check_partner_range(const at::Tensor& partner, int64_t n);
 // Validates the arguments of pyrobust::mix_mask (sizes >= 0) or mix_lambda (sizes > 0: the mean
 // of an empty mask is undefined) and returns the parsed mode.
 MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,
                          int64_t width, bool for_lambda);
+
+// The float32 weights of a targets row: the smoothing floor s / K on every class and the share
+// 1 - s that the sample's own and partner's labels split as lam : 1 - lam.
+struct TargetWeights {
+  float floor, keep;
+};
+inline TargetWeights target_weights(double label_smoothing, int64_t num_classes) {
+  return {static_cast<float>(label_smoothing / static_cast<double>(num_classes)),
+          static_cast<float>(1.0 - label_smoothing)};
+}
 
 // A fill value outside the dtype's range is saturated first (uint8: to [0, 255]), so that the
 // blend of two in-range values never leaves the range.

@@ -26,21 +26,23 @@ enum class MaskMode : int64_t { kGaussian = 0, kTrapezoid = 1, kConstant = 2 };
 
 constexpr int64_t kMixParams = 6;
 
-// Value of the 1-D profile along one axis; `axis` 0 is x (width), 1 is y (height).
+// Value of the 1-D profile along one axis; `axis` 0 is x (width), 1 is y (height). Computed in
+// double and rounded once: in float, (h + e - |u - c|) / e loses about (W / e) ulps to
+// cancellation, which the float64 blends would show.
 PYROBUST_HD float mask_profile(MaskMode mode, const float* p, int axis, int64_t index) {
-  const float u = static_cast<float>(index) + 0.5f;
+  const double u = static_cast<double>(index) + 0.5;
   switch (mode) {
     case MaskMode::kGaussian: {
-      const float d = u - p[axis];
-      const float s = p[2 + axis];
-      return expf(-(d * d) / (2.f * s * s));
+      const double d = u - p[axis];
+      const double s = p[2 + axis];
+      return static_cast<float>(exp(-(d * d) / (2.0 * s * s)));
     }
     case MaskMode::kTrapezoid: {
-      const float d = fabsf(u - p[axis]);
-      const float h = p[2 + axis];
-      const float e = p[4 + axis];
-      if (e > 0.f) {
-        return fminf(fmaxf((h + e - d) / e, 0.f), 1.f);
+      const double d = fabs(u - p[axis]);
+      const double h = p[2 + axis];
+      const double e = p[4 + axis];
+      if (e > 0.0) {
+        return static_cast<float>(fmin(fmax((h + e - d) / e, 0.0), 1.0));
       }
       return d < h ? 1.f : 0.f;
     }

@@ -43,8 +43,9 @@ class MixOutput(NamedTuple):
     """Everything one mixing call decided and produced.
 
     ``images``: ``(N, C, H, W)`` in the input's dtype; ``targets``: ``(N, num_classes)`` float32;
-    ``lam``: ``(N,)`` float32 weight of each sample's own label (1 for unmixed samples);
-    ``partner``: ``(N,)`` int64; ``params``: ``(N, 6)`` float32 mask parameters.
+    ``lam``: ``(N,)`` float32 weight of each sample's own label (1 for unmixed samples: those
+    paired with themselves, every sample of Cutout); these three on the images' device.
+    ``partner``: ``(N,)`` int64 and ``params``: ``(N, 6)`` float32 mask parameters, on the CPU.
     """
 
     images: torch.Tensor
@@ -112,10 +113,11 @@ class BatchMixer(abc.ABC):
 
     # -- drawing -------------------------------------------------------------------------------
 
-    # Drawing and the targets run once per batch on a handful of values: the work is the call
-    # overhead of each tensor op (several microseconds, against about one for a numpy op on a few
-    # dozen values), which on a GPU bounds small batches. So the uniforms come from one generator
-    # call and the arithmetic is numpy (``_draw`` returns a float64 array; a tensor is accepted).
+    # Drawing runs once per batch on a handful of values: the work is the call overhead of each
+    # tensor op (several microseconds, against about one for a numpy op on a few dozen values),
+    # which on a GPU bounds small batches. So the uniforms come from one generator call and the
+    # arithmetic is numpy (``_draw`` returns a float64 array; a tensor is accepted); lam and the
+    # targets are one op.
 
     def _uniforms(self, n: int, cols: int) -> np.ndarray:
         """``(n, cols)`` float64 uniforms in [0, 1) from the generator, in one call."""
@@ -146,14 +148,15 @@ class BatchMixer(abc.ABC):
         if not self.per_sample:
             params, active = np.repeat(params, n, axis=0), np.repeat(active, n)
         partner = self._partner(n)
-        if not active.all():
+        if self.p < 1.0 and not active.all():
             # An unmixed sample pairs with itself, which the kernel copies exactly; Cutout has no
             # partner, so its unmixed samples get an empty box (all-zero trapezoid parameters).
             inactive = np.flatnonzero(~active)
             partner.numpy()[inactive] = inactive  # the tensor's own memory
             if not self.mixes_labels:
                 params[inactive] = 0.0
-        return partner, torch.from_numpy(params).to(torch.float32), torch.from_numpy(active)
+        params = torch.from_numpy(params.astype(np.float32))  # numpy's cast costs less than torch's
+        return partner, params, torch.from_numpy(active)
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -174,39 +177,13 @@ class BatchMixer(abc.ABC):
             )
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
             raise TypeError(f"labels should be an integer tensor of class ids, got {labels.dtype}")
-        if labels.numel():
-            low, high = torch.stack(torch.aminmax(labels)).tolist()  # one sync for device labels
-            if low < 0 or high >= self.num_classes:
-                bad = low if low < 0 else high
-                raise ValueError(f"labels should be in [0, num_classes={self.num_classes}), got {bad}")
+        # The range of the labels is checked by mix_targets: on the host for CPU labels, with
+        # one sync for labels on a GPU.
 
     # -- mixing --------------------------------------------------------------------------------
 
     def _fill(self) -> Optional[float]:
         return None
-
-    def _targets(self, labels: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, device) -> torch.Tensor:
-        # One fill of the (N, K) smoothing floor, then the own label's weight and the partner
-        # label's, added in that order (a sample and its partner may share a class: a fixed order
-        # keeps the float32 sums identical run to run and device to device). CPU images: numpy on
-        # the tensor's memory. Elsewhere: N labels go to the device, never an (N, K) host array.
-        n, k = labels.shape[0], self.num_classes
-        keep = 1.0 - self.label_smoothing
-        device = torch.device(device)
-        targets = torch.full((n, k), self.label_smoothing / k, dtype=torch.float32, device=device)
-        own = lam * keep  # lam is 1 where labels are not mixed (Cutout, unmixed samples)
-        if device.type == "cpu":
-            t, y, rows = targets.numpy(), labels.numpy().astype(np.int64, copy=False), np.arange(n)
-            t[rows, y] += own.numpy()  # rows distinct: no lost updates
-            if self.mixes_labels:
-                t[rows, y[partner.numpy()]] += ((1.0 - lam) * keep).numpy()
-            return targets
-        labels = labels.to(device=device, dtype=torch.long, non_blocking=True)
-        targets.scatter_add_(1, labels[:, None], own.to(device, non_blocking=True)[:, None])
-        if self.mixes_labels:
-            other = labels[partner.to(device, non_blocking=True)][:, None]
-            targets.scatter_add_(1, other, ((1.0 - lam) * keep).to(device, non_blocking=True)[:, None])
-        return targets
 
     def mix(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None) -> MixOutput:
         """Mix a batch and return everything that was decided (see ``MixOutput``).
@@ -219,16 +196,13 @@ class BatchMixer(abc.ABC):
         """
         self._check_inputs(images, labels)
         n, _, height, width = images.shape
-        partner, params, active = self.sample(n, height, width)
-        if n and height and width and self.mixes_labels:
-            lam = mix_ops.mix_lambda(params, self.mode, self.invert, height, width)
-            if self.p < 1.0:
-                lam.numpy()[~active.numpy()] = 1.0  # unmixed samples keep their own label
-        else:
-            lam = torch.ones(n, dtype=torch.float32)
-        # partner and params stay on the CPU: the op checks and copies them with its launch
+        partner, params, _ = self.sample(n, height, width)
+        # One op for lam and the targets, made on the images' device (labels checked first, so a
+        # bad label leaves `out` untouched), one for the images. partner and params stay on the
+        # CPU: each op checks them there and copies them with its launch.
+        targets, lam = mix_ops.mix_targets(images, labels, partner, params, self.mode, self.invert,
+                                           self.num_classes, self.label_smoothing, self.mixes_labels)
         mixed = mix_ops.mix(images, partner, params, self.mode, self.invert, self._fill(), out=out)
-        targets = self._targets(labels, partner, lam, images.device)
         return MixOutput(mixed, targets, lam, partner, params)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None):

@@ -68,6 +68,44 @@ def mix_lambda(params: torch.Tensor, mode: str, invert: bool, height: int, width
     return _ops.mix_lambda(params, mode, invert, height, width)
 
 
+def mix_targets(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    partner: torch.Tensor,
+    params: torch.Tensor,
+    mode: str,
+    invert: bool,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    mix_labels: bool = True,
+) -> tuple:
+    """The soft targets of a mix and the weight of each sample's own label, in one call.
+
+    ``lam[i] = mean(G_i)``, exact from the two profiles (1 for an unmixed sample: one paired
+    with itself, or every sample when ``mix_labels`` is False), and
+
+        targets[i] = s / K + (1 - s) * (lam[i] onehot(labels[i]) + (1 - lam[i]) onehot(labels[partner[i]]))
+
+    with ``s = label_smoothing``, the two label terms rounded to float32 and added in that order
+    (identical on every device, run to run).
+
+    Args:
+        images: the ``(N, C, H, W)`` batch being mixed; only its size and device are used: the
+            results are made on its device.
+        labels: ``(N,)`` integer class ids in ``[0, num_classes)``, on the images' device or the
+            CPU. Host labels are checked on the host; labels on a GPU cost one sync for the check.
+        partner, params, mode, invert: as given to ``mix`` (CPU ones travel in one copy).
+        num_classes: K.
+        label_smoothing: ``s`` in ``[0, 1)``.
+        mix_labels: False for Cutout: every target is the sample's own label.
+
+    Returns:
+        ``(targets, lam)``: ``(N, K)`` and ``(N,)`` float32 on the images' device.
+    """
+    return _ops.mix_targets(images, labels, partner, params, mode, invert, num_classes,
+                            label_smoothing, mix_labels)
+
+
 @torch.library.register_fake("pyrobust::mix")
 def _mix_fake(images, partner, params, mode, invert, fill):
     torch._check(images.dim() == 4, lambda: f"images should be 4-D, got {images.dim()}-D")
@@ -82,6 +120,13 @@ def _mix_mask_fake(params, mode, invert, height, width):
 @torch.library.register_fake("pyrobust::mix_lambda")
 def _mix_lambda_fake(params, mode, invert, height, width):
     return params.new_empty((params.shape[0],))
+
+
+@torch.library.register_fake("pyrobust::mix_targets")
+def _mix_targets_fake(images, labels, partner, params, mode, invert, num_classes, label_smoothing, mix_labels):
+    n = images.shape[0]
+    return (images.new_empty((n, num_classes), dtype=torch.float32),
+            images.new_empty((n,), dtype=torch.float32))
 
 
 def _mix_setup_context(ctx, inputs, output):

@@ -2,7 +2,9 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "check.h"
 
@@ -35,6 +37,19 @@ at::Tensor lambda(const at::Tensor& params, const std::string& mode, bool invert
   return op.call(params, mode, invert, h, w);
 }
 
+std::tuple<at::Tensor, at::Tensor> targets(const at::Tensor& x, const at::Tensor& labels,
+                                            const at::Tensor& partner, const at::Tensor& params,
+                                            const std::string& mode, int64_t k, double smoothing,
+                                            bool mix_labels) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("pyrobust::mix_targets", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              c10::string_view, bool, int64_t, double, bool)>();
+  return op.call(x, labels, partner, params, mode, false, k, smoothing, mix_labels);
+}
+
 // The Gaussian mask, written out from its definition.
 void test_gaussian_mask_definition() {
   auto params = at::zeros({1, 6}, at::kFloat);
@@ -54,6 +69,54 @@ void test_gaussian_mask_definition() {
   }
   CHECK(std::abs(lambda(params, "gaussian", false, 7, 9).item<float>() -
                  m.mean().item<float>()) < 1e-6);
+}
+
+// Long rows: the CPU walks a Gaussian profile from its peak by a ratio recurrence; every value
+// must still be the definition's, a centre off the image included.
+void test_long_gaussian_rows() {
+  auto params = at::zeros({3, 6}, at::kFloat);
+  auto p = params.accessor<float, 2>();
+  const float cx[3] = {1234.3f, -20.f, 3100.f}, sx[3] = {40.f, 300.f, 2.5f};
+  for (int i = 0; i < 3; ++i) {
+    p[i][0] = cx[i], p[i][1] = 0.5f, p[i][2] = sx[i], p[i][3] = 1.f;
+  }
+  const int64_t w = 3000;
+  auto m = mask(params, "gaussian", false, 1, w);
+  auto a = m.accessor<float, 3>();
+  double worst = 0;
+  for (int i = 0; i < 3; ++i) {
+    for (int64_t x = 0; x < w; ++x) {
+      const double dx = x + 0.5 - cx[i];
+      const double g = std::exp(-dx * dx / (2.0 * sx[i] * sx[i]));
+      worst = std::max(worst, std::abs(a[i][0][x] - g) / std::max(g, 1e-30));
+    }
+  }
+  CHECK(worst < 1e-6);  // relative, down to the smallest values
+}
+
+// lam and the targets rows from their definitions: constant masks make lam the parameter.
+void test_targets_definition() {
+  auto x = at::rand({3, 1, 2, 5});
+  auto params = at::zeros({3, 6}, at::kFloat);
+  params[0][0] = 0.25f, params[1][0] = 0.5f, params[2][0] = 0.75f;
+  auto labels = at::tensor({1, 2, 2}, at::kLong);
+  auto partner = at::tensor({1, 0, 2}, at::kLong);  // sample 2 with itself: unmixed
+  auto [t, lam] = targets(x, labels, partner, params, "constant", 4, 0.2, true);
+  const float f = 0.05f;  // 0.2 / 4; the labels share 0.8
+  const float want[3][4] = {{f, f + 0.2f, f + 0.6f, f}, {f, f + 0.4f, f + 0.4f, f},
+                            {f, f, f + 0.8f, f}};
+  const float want_lam[3] = {0.25f, 0.5f, 1.f};
+  for (int i = 0; i < 3; ++i) {
+    CHECK(std::abs(lam[i].item<float>() - want_lam[i]) < 1e-6);
+    for (int c = 0; c < 4; ++c) CHECK(std::abs(t[i][c].item<float>() - want[i][c]) < 1e-6);
+  }
+  auto [own, ones] = targets(x, labels, partner, params, "constant", 4, 0.0, false);  // Cutout
+  CHECK(at::equal(ones, at::ones({3})));
+  CHECK(at::equal(own, at::one_hot(labels, 4).to(at::kFloat)));
+  CHECK_THROWS(targets(x, at::tensor({1, 4, 0}, at::kLong), partner, params, "constant", 4, 0.0,
+                       true));
+  CHECK_THROWS(targets(x, labels, at::tensor({1, 3, 0}, at::kLong), params, "constant", 4, 0.0,
+                       true));
 }
 
 // Hard boxes copy pixels exactly; channels-last input gives channels-last output.
@@ -110,6 +173,8 @@ void test_errors_are_reported() {
 
 int main() {
   test_gaussian_mask_definition();
+  test_long_gaussian_rows();
+  test_targets_definition();
   test_hard_box_all_layouts_and_dtypes();
   test_uint8_rounds_and_saturates();
   test_errors_are_reported();

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -42,17 +43,43 @@ inline uint8_t store<uint8_t, float>(float v) {
   return static_cast<uint8_t>(static_cast<int32_t>(v + 0.5f));
 }
 
+// One sample's profile along one axis: out[k] = mask_profile(mode, p, axis, k), k < length.
+// The gaussian walks out from its peak on the ratio of neighbours, g(u + 1) / g(u) =
+// exp(-(2d + 1) / (2 s^2)) for d = u - c, whose own ratio is the constant exp(-1 / s^2): three
+// exps a row instead of one a value, in double (the products drift ~length * 1e-16 relative,
+// far below the one rounding to float; values only fall away from the peak, so nothing
+// overflows). The other families are cheap as they are.
+void profile_row(MaskMode mode, const float* p, int axis, int64_t length, float* out) {
+  const double c = p[axis];
+  const double s = p[2 + axis];
+  if (mode != MaskMode::kGaussian || length < 3 || !std::isfinite(c) || !(s > 0.0)) {
+    for (int64_t k = 0; k < length; ++k) out[k] = mask_profile(mode, p, axis, k);
+    return;
+  }
+  const double a = 1.0 / (2.0 * s * s);
+  const double q = std::exp(-2.0 * a);
+  const int64_t peak = std::clamp<int64_t>(static_cast<int64_t>(std::floor(c)), 0, length - 1);
+  const double d = static_cast<double>(peak) + 0.5 - c;
+  const double top = std::exp(-(d * d) / (2.0 * s * s));
+  out[peak] = static_cast<float>(top);
+  double g = top, r = std::exp(-a * (2.0 * d + 1.0));
+  for (int64_t k = peak + 1; k < length; ++k, r *= q) out[k] = static_cast<float>(g *= r);
+  g = top, r = std::exp(-a * (1.0 - 2.0 * d));
+  for (int64_t k = peak - 1; k >= 0; --k, r *= q) out[k] = static_cast<float>(g *= r);
+}
+
 // Profiles for all samples: gy (N, H) and gx expanded to the row's inner length (N, inner).
 void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float* gy, float* gx) {
   const int64_t inner = lay.inner();
   const int64_t reps = lay.channels_last ? lay.c : 1;
   at::parallel_for(0, lay.n, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(lay.w);
     for (int64_t i = begin; i < end; ++i) {
       const float* p = params + i * kMixParams;
-      for (int64_t y = 0; y < lay.h; ++y) gy[i * lay.h + y] = mask_profile(mode, p, 1, y);
+      profile_row(mode, p, 1, lay.h, gy + i * lay.h);
+      profile_row(mode, p, 0, lay.w, row.data());
       for (int64_t x = 0; x < lay.w; ++x) {
-        const float v = mask_profile(mode, p, 0, x);
-        for (int64_t r = 0; r < reps; ++r) gx[i * inner + x * reps + r] = v;
+        for (int64_t r = 0; r < reps; ++r) gx[i * inner + x * reps + r] = row[x];
       }
     }
   });
@@ -211,6 +238,19 @@ at::Tensor mix_mask_cpu(const at::Tensor& params_in, c10::string_view mode_name,
   return masks;
 }
 
+// mean(G) of one sample, exact from its two profiles (double sums of the float values the blend
+// applies): O(H + W). `scratch` holds max(H, W) floats.
+double mask_mean(MaskMode mode, const float* p, bool invert, int64_t height, int64_t width,
+                 std::vector<float>& scratch) {
+  double sy = 0, sx = 0;
+  profile_row(mode, p, 1, height, scratch.data());
+  for (int64_t y = 0; y < height; ++y) sy += scratch[y];
+  profile_row(mode, p, 0, width, scratch.data());
+  for (int64_t x = 0; x < width; ++x) sx += scratch[x];
+  const double mean = sy * sx / (static_cast<double>(height) * width);
+  return invert ? 1.0 - mean : mean;
+}
+
 at::Tensor mix_lambda_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                           int64_t height, int64_t width) {
   const MaskMode mode = check_mask_args(params_in, std::string(mode_name), height, width, true);
@@ -219,18 +259,61 @@ at::Tensor mix_lambda_cpu(const at::Tensor& params_in, c10::string_view mode_nam
   at::Tensor lam = at::empty({n}, params.options());
   const float* p = params.data_ptr<float>();
   float* l = lam.data_ptr<float>();
-  // O(H + W) profile evaluations per sample, each with an exp for the gaussian: in parallel, as
-  // this runs on every batch beside the blend.
   at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(std::max(height, width));
     for (int64_t i = begin; i < end; ++i) {
-      double sy = 0, sx = 0;
-      for (int64_t y = 0; y < height; ++y) sy += mask_profile(mode, p + i * kMixParams, 1, y);
-      for (int64_t x = 0; x < width; ++x) sx += mask_profile(mode, p + i * kMixParams, 0, x);
-      const double mean = sy * sx / (static_cast<double>(height) * width);
-      l[i] = static_cast<float>(invert ? 1.0 - mean : mean);
+      l[i] = static_cast<float>(mask_mean(mode, p + i * kMixParams, invert, height, width,
+                                          scratch));
     }
   });
   return lam;
+}
+
+std::tuple<at::Tensor, at::Tensor> mix_targets_cpu(
+    const at::Tensor& images, const at::Tensor& labels_in, const at::Tensor& partner_in,
+    const at::Tensor& params_in, c10::string_view mode_name, bool invert, int64_t num_classes,
+    double label_smoothing, bool mix_labels) {
+  const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in,
+                                           std::string(mode_name), num_classes, label_smoothing);
+  const int64_t n = images.size(0), height = images.size(2), width = images.size(3);
+  check_label_range(labels_in, num_classes);
+  const at::Tensor labels = labels_in.to(at::kLong).contiguous();
+  const at::Tensor partner = partner_in.contiguous();
+  const at::Tensor params = params_in.contiguous();
+  if (mix_labels) check_partner_range(partner, n);
+  const auto opts = params.options();
+  at::Tensor targets = at::empty({n, num_classes}, opts);
+  at::Tensor lam = at::empty({n}, opts);
+  const TargetWeights tw = target_weights(label_smoothing, num_classes);
+  const int64_t* y = labels.data_ptr<int64_t>();
+  const int64_t* j = partner.data_ptr<int64_t>();
+  const float* p = params.data_ptr<float>();
+  float* t = targets.data_ptr<float>();
+  float* l = lam.data_ptr<float>();
+  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(std::max(height, width));
+    for (int64_t i = begin; i < end; ++i) {
+      // A sample paired with itself is copied unmixed (its mask is moot): lam = 1.
+      const int64_t ji = mix_labels ? j[i] : i;
+      const bool mixed = ji != i && height > 0 && width > 0;
+      const float li =
+          mixed ? static_cast<float>(
+                      mask_mean(mode, p + i * kMixParams, invert, height, width, scratch))
+                : 1.f;
+      l[i] = li;
+      // The own label's weight, then the partner's, each rounded to float32 and added in that
+      // order, as the CUDA kernel does.
+      float* row = t + i * num_classes;
+      std::fill(row, row + num_classes, tw.floor);
+      const float own = li * tw.keep;
+      row[y[i]] += own;
+      if (mixed) {
+        const float other = (1.f - li) * tw.keep;
+        row[y[ji]] += other;
+      }
+    }
+  });
+  return {targets, lam};
 }
 
 }  // namespace
@@ -239,6 +322,7 @@ TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
   m.impl("mix.out", &mix_out_cpu);
   m.impl("mix_mask", &mix_mask_cpu);
   m.impl("mix_lambda", &mix_lambda_cpu);
+  m.impl("mix_targets", &mix_targets_cpu);
 }
 
 }  // namespace pyrobust

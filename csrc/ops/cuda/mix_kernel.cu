@@ -1,9 +1,12 @@
 // CUDA kernels of the pyrobust::mix family.
 //
-// Two launches: a tiny one computing the 1-D profiles of every sample (N * (H + inner) floats,
-// never an (N, C, H, W) mask), then one pass over the images, a warp per row. Only the ATen
-// headers the kernels need are included: a .cu including torch/extension.h takes minutes to
-// compile per architecture.
+// mix: two launches, a tiny one computing the 1-D profiles of every sample (N * (H + inner)
+// floats, never an (N, C, H, W) mask), then one pass over the images, a warp per row.
+// mix_targets: one launch, a block per sample (its lam from the profiles, then its targets row).
+// Parameters drawn on the host reach the device in one packed copy per op, enqueued with the
+// launches: a training loop's host never waits on these ops. Only the ATen headers the kernels
+// need are included: a .cu including torch/extension.h takes minutes to compile per
+// architecture.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -15,6 +18,10 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <cstring>
+#include <tuple>
+#include <vector>
 
 #include "ops/mix.h"
 
@@ -107,6 +114,58 @@ void compute_profiles(const at::Tensor& params, MaskMode mode, const Layout& lay
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// Every partner index in [0, n), or the op would read outside the batch. Host indices (the
+// mixers') are checked on the host; indices already on the device cost one sync.
+void check_partner(const at::Tensor& partner, int64_t n) {
+  if (partner.is_cpu()) {
+    check_partner_range(partner, n);
+    return;
+  }
+  if (partner.numel() == 0) return;
+  const auto range = at::stack({partner.min(), partner.max()}).cpu();
+  const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < n, "partner should hold indices in [0, ", n,
+              "), got values from ", lo, " to ", hi);
+}
+
+// `parts` on `device`, contiguous. Those already there are used as they are; host ones travel
+// together: packed into one pinned buffer (8-byte aligned offsets), copied in one transfer
+// enqueued on the current stream (no sync; the caching host allocator keeps the buffer until the
+// copy is done), then viewed in place on the device.
+std::vector<at::Tensor> on_device(const std::vector<at::Tensor>& parts, const at::Device& device) {
+  std::vector<at::Tensor> result(parts.size());
+  std::vector<at::Tensor> host;
+  std::vector<int64_t> offsets;
+  int64_t bytes = 0;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (parts[k].is_cpu()) {
+      host.push_back(parts[k].contiguous());
+      offsets.push_back(bytes);
+      bytes += (host.back().nbytes() + 7) / 8 * 8;
+    } else {
+      result[k] = parts[k].contiguous();
+    }
+  }
+  if (host.empty()) return result;
+  at::Tensor staged = at::empty({std::max<int64_t>(bytes, 8)},
+                                at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  for (size_t k = 0; k < host.size(); ++k) {
+    std::memcpy(staged.data_ptr<uint8_t>() + offsets[k], host[k].data_ptr(), host[k].nbytes());
+  }
+  at::Tensor moved = at::empty(staged.sizes(), staged.options().pinned_memory(false).device(device));
+  moved.copy_(staged, /*non_blocking=*/true);
+  size_t next = 0;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    if (result[k].defined()) continue;
+    const at::Tensor& h = host[next];
+    result[k] = moved.narrow(0, offsets[next], static_cast<int64_t>(h.nbytes()))
+                    .view(h.scalar_type())
+                    .view(h.sizes());
+    ++next;
+  }
+  return result;
+}
+
 at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_in,
                          const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                          std::optional<double> fill, at::Tensor& out) {
@@ -119,24 +178,10 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   const Layout lay = layout_of(images);
   check_mix_out(images, out, lay);
   if (images.numel() == 0) return out;
-  // An index out of range would read outside the batch. Host parameters (the mixers') are
-  // checked on the host and copied with the launch, so a training loop never waits here; a
-  // partner already on the device costs one sync for its check.
-  if (!fill.has_value()) {
-    if (partner_in.is_cpu()) {
-      check_partner_range(partner_in, lay.n);
-    } else {
-      const auto range = at::stack({partner_in.min(), partner_in.max()}).cpu();
-      const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < lay.n, "partner should hold indices in [0, ", lay.n,
-                  "), got values from ", lo, " to ", hi);
-    }
-  }
-  const auto on_device = [&](const at::Tensor& t) {
-    return t.to(t.options().device(images.device()), /*non_blocking=*/true).contiguous();
-  };
-  const at::Tensor partner = on_device(partner_in);
-  const at::Tensor params = on_device(params_in);
+  if (!fill.has_value()) check_partner(partner_in, lay.n);
+  const auto dev = on_device({partner_in, params_in}, images.device());
+  const at::Tensor& partner = dev[0];
+  const at::Tensor& params = dev[1];
   at::Tensor gy, gx;
   compute_profiles(params, mode, lay, gy, gx);
   const int64_t rows = lay.n * lay.rows();
@@ -197,12 +242,91 @@ at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_na
   return mean.to(at::kFloat);
 }
 
+// One block per sample: lam from the two profiles (double sums, a block reduction), then the
+// sample's targets row. The weights are rounded to float32 and added in the CPU kernel's order,
+// with intrinsics that are never contracted into a fused multiply-add.
+__global__ void targets_kernel(const float* __restrict__ params, const int64_t* __restrict__ partner,
+                               const int64_t* __restrict__ labels, MaskMode mode, bool invert,
+                               int64_t h, int64_t w, int64_t k, float floor, float keep,
+                               bool mix_labels, float* __restrict__ targets,
+                               float* __restrict__ lam) {
+  __shared__ double partial[2][kThreads / 32];
+  __shared__ float weights[2];
+  const int64_t i = blockIdx.x;
+  const int64_t j = mix_labels ? partner[i] : i;
+  const bool mixed = j != i && h > 0 && w > 0;  // the same for the whole block
+  if (mixed) {
+    const float* p = params + i * kMixParams;
+    double sy = 0, sx = 0;
+    for (int64_t t = threadIdx.x; t < h; t += blockDim.x) sy += mask_profile(mode, p, 1, t);
+    for (int64_t t = threadIdx.x; t < w; t += blockDim.x) sx += mask_profile(mode, p, 0, t);
+    for (int offset = 16; offset > 0; offset /= 2) {
+      sy += __shfl_down_sync(0xffffffffu, sy, offset);
+      sx += __shfl_down_sync(0xffffffffu, sx, offset);
+    }
+    if (threadIdx.x % 32 == 0) {
+      partial[0][threadIdx.x / 32] = sy;
+      partial[1][threadIdx.x / 32] = sx;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    float li = 1.f;
+    if (mixed) {
+      double sy = 0, sx = 0;
+      for (int q = 0; q < kThreads / 32; ++q) {
+        sy += partial[0][q];
+        sx += partial[1][q];
+      }
+      const double mean = sy * sx / (static_cast<double>(h) * w);
+      li = static_cast<float>(invert ? 1.0 - mean : mean);
+    }
+    lam[i] = li;
+    weights[0] = __fmul_rn(li, keep);
+    weights[1] = __fmul_rn(__fsub_rn(1.f, li), keep);
+  }
+  __syncthreads();
+  const int64_t yi = labels[i], yj = labels[j];
+  float* row = targets + i * k;
+  for (int64_t c = threadIdx.x; c < k; c += blockDim.x) {
+    float v = floor;
+    if (c == yi) v = __fadd_rn(v, weights[0]);
+    if (mixed && c == yj) v = __fadd_rn(v, weights[1]);
+    row[c] = v;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> mix_targets_cuda(
+    const at::Tensor& images, const at::Tensor& labels_in, const at::Tensor& partner_in,
+    const at::Tensor& params_in, c10::string_view mode_name, bool invert, int64_t num_classes,
+    double label_smoothing, bool mix_labels) {
+  const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in,
+                                           std::string(mode_name), num_classes, label_smoothing);
+  c10::cuda::CUDAGuard guard(images.device());
+  const int64_t n = images.size(0);
+  check_label_range(labels_in, num_classes);  // host labels: a loop; device labels: one sync
+  if (mix_labels) check_partner(partner_in, n);
+  const auto dev = on_device({labels_in.to(at::kLong), partner_in, params_in}, images.device());
+  const auto opts = images.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
+  at::Tensor targets = at::empty({n, num_classes}, opts);
+  at::Tensor lam = at::empty({n}, opts);
+  if (n == 0) return {targets, lam};
+  const TargetWeights tw = target_weights(label_smoothing, num_classes);
+  targets_kernel<<<static_cast<unsigned>(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      dev[2].data_ptr<float>(), dev[1].data_ptr<int64_t>(), dev[0].data_ptr<int64_t>(), mode,
+      invert, images.size(2), images.size(3), num_classes, tw.floor, tw.keep, mix_labels,
+      targets.data_ptr<float>(), lam.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {targets, lam};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyrobust, CUDA, m) {
   m.impl("mix.out", &mix_out_cuda);
   m.impl("mix_mask", &mix_mask_cuda);
   m.impl("mix_lambda", &mix_lambda_cuda);
+  m.impl("mix_targets", &mix_targets_cuda);
 }
 
 }  // namespace pyrobust
