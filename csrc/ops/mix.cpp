@@ -107,6 +107,7 @@ MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
   TORCH_CHECK(labels.device() == images.device() || labels.device().is_cpu(),
               "labels should be on the images' device (", images.device(),
               ") or on the CPU, got ", labels.device());
+  check_label_range(labels, num_classes);
   return parsed;
 }
 

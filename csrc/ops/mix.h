@@ -43,7 +43,8 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
 MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
                         const at::Tensor& params, const std::string& mode);
 // Validates the arguments of pyrobust::mix_targets (those of mix, then labels: 1-D, integer, N
-// long, on the images' device or the CPU; num_classes >= 1; label_smoothing in [0, 1)).
+// long, on the images' device or the CPU, in [0, num_classes); num_classes >= 1;
+// label_smoothing in [0, 1)).
 MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
                             const at::Tensor& partner, const at::Tensor& params,
                             const std::string& mode, int64_t num_classes,

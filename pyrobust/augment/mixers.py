@@ -265,22 +265,21 @@ class SmoothMix(BatchMixer):
         self.mode = "gaussian" if mode == "circle" else "trapezoid"
 
     def _draw(self, n: int, height: int, width: int) -> np.ndarray:
-        u = self._uniforms(n, 4 if self.shape == "circle" and self.ellipse else 3)
-        params = np.zeros((n, mix_ops.MIX_PARAMS))
-        params[:, 0] = u[:, 0] * width
-        params[:, 1] = u[:, 1] * height
+        # Every parameter is affine in one uniform: params = u[:, cols] * scale + offset.
+        # circle: cx = u0 W, cy = u1 H, sx = s W, sy = s' H with s = lo + (hi - lo) u2 and s' = s
+        # (u3 for an ellipse); square: half-sides s W / 2, s H / 2, edges k W, k H (constants).
         lo, hi = self.sigma_range if self.shape == "circle" else self.size_range
-        s = lo + (hi - lo) * u[:, 2]
+        span = hi - lo
         if self.shape == "circle":
-            sy = lo + (hi - lo) * u[:, 3] if self.ellipse else s
-            params[:, 2] = s * width
-            params[:, 3] = sy * height
+            cols = [0, 1, 2, 3] if self.ellipse else [0, 1, 2, 2]
+            scale = [width, height, span * width, span * height, 0.0, 0.0]
+            offset = [0.0, 0.0, lo * width, lo * height, 0.0, 0.0]
         else:
-            params[:, 2] = s * width / 2
-            params[:, 3] = s * height / 2
-            params[:, 4] = self.smooth * width
-            params[:, 5] = self.smooth * height
-        return params
+            cols = [0, 1, 2, 2]
+            scale = [width, height, span * width / 2, span * height / 2, 0.0, 0.0]
+            offset = [0.0, 0.0, lo * width / 2, lo * height / 2, self.smooth * width, self.smooth * height]
+        u = self._uniforms(n, len(set(cols)))
+        return u[:, cols + [0, 0]] * scale + offset
 
     def _extra_repr(self) -> str:
         if self.shape == "circle":

@@ -276,7 +276,6 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cpu(
   const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in,
                                            std::string(mode_name), num_classes, label_smoothing);
   const int64_t n = images.size(0), height = images.size(2), width = images.size(3);
-  check_label_range(labels_in, num_classes);
   const at::Tensor labels = labels_in.to(at::kLong).contiguous();
   const at::Tensor partner = partner_in.contiguous();
   const at::Tensor params = params_in.contiguous();

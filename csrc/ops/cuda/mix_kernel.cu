@@ -60,7 +60,17 @@ __global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode,
 
 // One warp per image row (a channel row when contiguous, a pixel row when channels-last): the
 // row's sample, partner and y-profile value are found once, then the lanes blend the row's inner
-// values, consecutive lanes on consecutive addresses. The same arithmetic as the CPU rows.
+// values, consecutive lanes on consecutive addresses. Each lane issues the loads of kUnroll
+// strides before it blends any of them: with one stride's loads in flight, a warp keeps ~400
+// bytes moving, too few to cover memory latency at an H200's bandwidth. The same arithmetic as
+// the CPU rows: g a + (1 - g) b, exact copies at g = 0 and g = 1.
+constexpr int kUnroll = 4;
+
+template <typename T, typename A>
+__device__ __forceinline__ T blend(A g, A av, A bv) {
+  return store<T, A>(g * av + (A(1) - g) * bv);
+}
+
 template <typename T>
 __global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict__ partner,
                            const float* __restrict__ gy, const float* __restrict__ gx,
@@ -86,11 +96,23 @@ __global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict_
     const T* b = src + (j * rows + r) * inner;
     const A gyv = static_cast<A>(gy[i * h + r % h]) * sign;
     const float* g_x = gx + i * inner;
-    for (int64_t k = lane; k < inner; k += 32) {
-      const A g = base + gyv * static_cast<A>(g_x[k]);
-      const A av = static_cast<A>(a[k]);
+    int64_t k = lane;
+    for (; k + 32 * (kUnroll - 1) < inner; k += 32 * kUnroll) {
+      A av[kUnroll], bv[kUnroll], gv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        av[u] = static_cast<A>(a[k + 32 * u]);
+        bv[u] = use_fill ? fill_a : static_cast<A>(b[k + 32 * u]);
+        gv[u] = static_cast<A>(g_x[k + 32 * u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        o[k + 32 * u] = blend<T, A>(base + gyv * gv[u], av[u], bv[u]);
+      }
+    }
+    for (; k < inner; k += 32) {
       const A bv = use_fill ? fill_a : static_cast<A>(b[k]);
-      o[k] = store<T, A>(g * av + (A(1) - g) * bv);  // exact copies at g = 0 and g = 1
+      o[k] = blend<T, A>(base + gyv * static_cast<A>(g_x[k]), static_cast<A>(a[k]), bv);
     }
   }
 }
@@ -152,7 +174,8 @@ std::vector<at::Tensor> on_device(const std::vector<at::Tensor>& parts, const at
   for (size_t k = 0; k < host.size(); ++k) {
     std::memcpy(staged.data_ptr<uint8_t>() + offsets[k], host[k].data_ptr(), host[k].nbytes());
   }
-  at::Tensor moved = at::empty(staged.sizes(), staged.options().pinned_memory(false).device(device));
+  at::Tensor moved =
+      at::empty(staged.sizes(), staged.options().pinned_memory(false).device(device));
   moved.copy_(staged, /*non_blocking=*/true);
   size_t next = 0;
   for (size_t k = 0; k < parts.size(); ++k) {
@@ -245,7 +268,8 @@ at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_na
 // One block per sample: lam from the two profiles (double sums, a block reduction), then the
 // sample's targets row. The weights are rounded to float32 and added in the CPU kernel's order,
 // with intrinsics that are never contracted into a fused multiply-add.
-__global__ void targets_kernel(const float* __restrict__ params, const int64_t* __restrict__ partner,
+__global__ void targets_kernel(const float* __restrict__ params,
+                               const int64_t* __restrict__ partner,
                                const int64_t* __restrict__ labels, MaskMode mode, bool invert,
                                int64_t h, int64_t w, int64_t k, float floor, float keep,
                                bool mix_labels, float* __restrict__ targets,
@@ -300,11 +324,11 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cuda(
     const at::Tensor& images, const at::Tensor& labels_in, const at::Tensor& partner_in,
     const at::Tensor& params_in, c10::string_view mode_name, bool invert, int64_t num_classes,
     double label_smoothing, bool mix_labels) {
+  c10::cuda::CUDAGuard guard(images.device());
+  // Labels on the device cost one sync here, for their range check.
   const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in,
                                            std::string(mode_name), num_classes, label_smoothing);
-  c10::cuda::CUDAGuard guard(images.device());
   const int64_t n = images.size(0);
-  check_label_range(labels_in, num_classes);  // host labels: a loop; device labels: one sync
   if (mix_labels) check_partner(partner_in, n);
   const auto dev = on_device({labels_in.to(at::kLong), partner_in, params_in}, images.device());
   const auto opts = images.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
