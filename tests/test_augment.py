@@ -266,6 +266,44 @@ def test_lambda_orientation(name, device):
     torch.testing.assert_close(res.targets.sum(1), torch.ones(n, dtype=torch.float32, device=device))
 
 
+def test_mix_draw_follows_its_stream_and_definitions():
+    args = {"circle": [0.25, 0.5, 0.0], "square": [0.0, 1.0, 0.2], "cutmix": [1.0], "mixup": [0.4],
+            "cutout": [6.0, 0.0]}
+    for family, a in args.items():
+        gen = torch.Generator().manual_seed(11)
+        first = mix_ops.mix_draw(64, 20, 30, family, a, 0.5, True, "permute", family != "cutout", gen)
+        again = mix_ops.mix_draw(64, 20, 30, family, a, 0.5, True, "permute", family != "cutout",
+                                 torch.Generator().manual_seed(11))
+        later = mix_ops.mix_draw(64, 20, 30, family, a, 0.5, True, "permute", family != "cutout", gen)
+        assert all(torch.equal(u, v) for u, v in zip(first, again))  # same seed, same draws
+        assert not torch.equal(first[1], later[1])  # the generator moves on
+        partner, params, active = first
+        assert partner.dtype == torch.long and params.dtype == torch.float32 and active.dtype == torch.bool
+        assert 0 < int(active.sum()) < 64
+        assert torch.equal(partner[~active], torch.arange(64)[~active])  # unmixed: paired with itself
+        if family == "cutout":
+            assert (params[~active] == 0).all() and (params[active, 2] > 0).all()  # empty boxes
+    # boxes: integer corners inside the image; MixUp's lam follows Beta(alpha, alpha)
+    _, boxes, _ = mix_ops.mix_draw(500, 20, 30, "cutmix", [1.0], generator=torch.Generator().manual_seed(1))
+    x0, x1 = boxes[:, 0] - boxes[:, 2], boxes[:, 0] + boxes[:, 2]
+    y0, y1 = boxes[:, 1] - boxes[:, 3], boxes[:, 1] + boxes[:, 3]
+    for lo, hi, size in ((x0, x1, 30), (y0, y1, 20)):
+        assert (lo >= 0).all() and (hi <= size).all() and torch.equal(lo, lo.round()) and torch.equal(hi, hi.round())
+    _, lam, _ = mix_ops.mix_draw(20000, 4, 4, "mixup", [0.4], generator=torch.Generator().manual_seed(2))
+    lam = lam[:, 0].double()
+    assert abs(lam.mean().item() - 0.5) < 0.01 and abs(lam.var().item() - 0.16 / (0.64 * 1.8)) < 0.005
+    # per batch: one draw for every sample; fixed pairings need no generator
+    partner, params, _ = mix_ops.mix_draw(5, 8, 8, "square", args["square"], per_sample=False, pairing="roll")
+    assert (params == params[0]).all() and partner.tolist() == [4, 0, 1, 2, 3]
+    for bad, match in ((("hexagon", [1.0]), "family"), (("mixup", [1.0, 2.0]), "args"), (("mixup", [0.0]), "alpha")):
+        with pytest.raises(ValueError, match=match):
+            mix_ops.mix_draw(4, 8, 8, *bad)
+    with pytest.raises(ValueError, match="1.5"):
+        mix_ops.mix_draw(4, 8, 8, "mixup", [1.0], p=1.5)
+    with pytest.raises(ValueError, match="zip"):
+        mix_ops.mix_draw(4, 8, 8, "mixup", [1.0], pairing="zip")
+
+
 def test_smoothmix_circle_mask_follows_definition():
     h, w = 40, 50
     mixer = SmoothMix(3, "circle", generator=torch.Generator().manual_seed(1))

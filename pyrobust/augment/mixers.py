@@ -31,7 +31,6 @@ import abc
 import math
 from typing import NamedTuple, Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 from pyrobust.ops import mix as mix_ops
@@ -74,9 +73,12 @@ def _check_range(name: str, value: Sequence[float], low: float, high: float) -> 
 class BatchMixer(abc.ABC):
     """Shared machinery: argument checks, partner choice, sampling with a generator, targets.
 
-    Subclasses define how mask parameters are drawn (``_draw``) and which mask family the op uses.
+    Subclasses name the parameter family they draw (``family`` and ``_draw_args``, see
+    ``mix_ops.mix_draw``) and the mask the op applies (``mode``, ``invert``); one that draws
+    otherwise overrides ``sample``.
     """
 
+    family: str = "circle"
     mode: str = "gaussian"
     invert: bool = False
     mixes_labels: bool = True
@@ -113,50 +115,19 @@ class BatchMixer(abc.ABC):
 
     # -- drawing -------------------------------------------------------------------------------
 
-    # Drawing runs once per batch on a handful of values: the work is the call overhead of each
-    # tensor op (several microseconds, against about one for a numpy op on a few dozen values),
-    # which on a GPU bounds small batches. So the uniforms come from one generator call and the
-    # arithmetic is numpy (``_draw`` returns a float64 array; a tensor is accepted); lam and the
-    # targets are one op.
-
-    def _uniforms(self, n: int, cols: int) -> np.ndarray:
-        """``(n, cols)`` float64 uniforms in [0, 1) from the generator, in one call."""
-        return torch.rand(n, cols, generator=self.generator, dtype=torch.float64).numpy()
-
-    def _beta(self, alpha: float, n: int) -> np.ndarray:
-        # torch has no generator-aware Beta sampler: derive a numpy stream from the generator so
-        # one seed still fixes every draw.
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        return np.random.default_rng(seed).beta(alpha, alpha, size=n)
+    # Drawing runs once per batch on a handful of values, so its cost is the calls that make
+    # them: one op draws everything (csrc/ops/mix_draw.cpp), lam and the targets are one op, the
+    # blend one more.
 
     @abc.abstractmethod
-    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
-        """``(n, 6)`` float64 mask parameters for ``n`` independent samples."""
-
-    def _partner(self, n: int) -> torch.Tensor:
-        if self.pairing == "permute":
-            return torch.randperm(n, generator=self.generator)
-        if self.pairing == "flip":
-            return torch.arange(n - 1, -1, -1)
-        return (torch.arange(n) - 1) % max(n, 1)  # roll(1): sample i mixes with i - 1
+    def _draw_args(self) -> list:
+        """The arguments of ``family`` for ``mix_ops.mix_draw``."""
 
     def sample(self, n: int, height: int, width: int) -> tuple:
-        """Draw ``(partner, params, active)`` for a batch of ``n`` images of ``height x width``."""
-        draws = n if self.per_sample else 1  # per batch: one draw shared by every sample
-        params = np.asarray(self._draw(draws, height, width), dtype=np.float64)
-        active = self._uniforms(draws, 1)[:, 0] < self.p if self.p < 1.0 else np.ones(draws, bool)
-        if not self.per_sample:
-            params, active = np.repeat(params, n, axis=0), np.repeat(active, n)
-        partner = self._partner(n)
-        if self.p < 1.0 and not active.all():
-            # An unmixed sample pairs with itself, which the kernel copies exactly; Cutout has no
-            # partner, so its unmixed samples get an empty box (all-zero trapezoid parameters).
-            inactive = np.flatnonzero(~active)
-            partner.numpy()[inactive] = inactive  # the tensor's own memory
-            if not self.mixes_labels:
-                params[inactive] = 0.0
-        params = torch.from_numpy(params.astype(np.float32))  # numpy's cast costs less than torch's
-        return partner, params, torch.from_numpy(active)
+        """Draw ``(partner, params, active)`` for a batch of ``n`` images of ``height x width``:
+        ``(N,)`` int64, ``(N, 6)`` float32 and ``(N,)`` bool, on the CPU."""
+        return mix_ops.mix_draw(n, height, width, self.family, self._draw_args(), self.p,
+                                self.per_sample, self.pairing, self.mixes_labels, self.generator)
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -261,45 +232,18 @@ class SmoothMix(BatchMixer):
             raise ValueError(f"smooth should be a positive fraction of the image size, got {smooth!r}")
         self.smooth = float(smooth)
         self.ellipse = bool(ellipse)
-        self.shape = mode
+        self.shape = self.family = mode
         self.mode = "gaussian" if mode == "circle" else "trapezoid"
 
-    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
-        # Every parameter is affine in one uniform: params = u[:, cols] * scale + offset.
-        # circle: cx = u0 W, cy = u1 H, sx = s W, sy = s' H with s = lo + (hi - lo) u2 and s' = s
-        # (u3 for an ellipse); square: half-sides s W / 2, s H / 2, edges k W, k H (constants).
-        lo, hi = self.sigma_range if self.shape == "circle" else self.size_range
-        span = hi - lo
+    def _draw_args(self) -> list:
         if self.shape == "circle":
-            cols = [0, 1, 2, 3] if self.ellipse else [0, 1, 2, 2]
-            scale = [width, height, span * width, span * height, 0.0, 0.0]
-            offset = [0.0, 0.0, lo * width, lo * height, 0.0, 0.0]
-        else:
-            cols = [0, 1, 2, 2]
-            scale = [width, height, span * width / 2, span * height / 2, 0.0, 0.0]
-            offset = [0.0, 0.0, lo * width / 2, lo * height / 2, self.smooth * width, self.smooth * height]
-        u = self._uniforms(n, len(set(cols)))
-        return u[:, cols + [0, 0]] * scale + offset
+            return [*self.sigma_range, float(self.ellipse)]
+        return [*self.size_range, self.smooth]
 
     def _extra_repr(self) -> str:
         if self.shape == "circle":
             return f"mode='circle', sigma_range={self.sigma_range}, ellipse={self.ellipse}"
         return f"mode='square', size_range={self.size_range}, smooth={self.smooth}"
-
-
-def _box_params(n: int, height: int, width: int, cut_h: np.ndarray, cut_w: np.ndarray,
-                cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
-    """Hard boxes centred at integer pixels, clipped to the image (timm's ``rand_bbox``)."""
-    y0 = np.clip(cy - cut_h // 2, 0, height)
-    y1 = np.clip(cy + cut_h // 2, 0, height)
-    x0 = np.clip(cx - cut_w // 2, 0, width)
-    x1 = np.clip(cx + cut_w // 2, 0, width)
-    params = np.zeros((n, mix_ops.MIX_PARAMS))
-    params[:, 0] = (x0 + x1) / 2
-    params[:, 1] = (y0 + y1) / 2
-    params[:, 2] = (x1 - x0) / 2
-    params[:, 3] = (y1 - y0) / 2
-    return params  # edge widths 0: a hard box
 
 
 class _BetaMixer(BatchMixer):
@@ -310,6 +254,9 @@ class _BetaMixer(BatchMixer):
         if not isinstance(alpha, (int, float)) or not alpha > 0:
             raise ValueError(f"alpha should be > 0, got {alpha!r}")
         self.alpha = float(alpha)
+
+    def _draw_args(self) -> list:
+        return [self.alpha]
 
     def _extra_repr(self) -> str:
         return f"alpha={self.alpha}"
@@ -324,18 +271,9 @@ class CutMix(_BetaMixer):
         p, per_sample, label_smoothing, pairing, generator: see ``BatchMixer``.
     """
 
+    family = "cutmix"
     mode = "trapezoid"
     invert = True
-
-    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
-        lam = self._beta(self.alpha, n)
-        ratio = np.sqrt(1.0 - lam)
-        cut_h = np.floor(height * ratio)
-        cut_w = np.floor(width * ratio)
-        u = self._uniforms(n, 2)
-        cy = np.floor(u[:, 0] * height)
-        cx = np.floor(u[:, 1] * width)
-        return _box_params(n, height, width, cut_h, cut_w, cy, cx)
 
 
 class MixUp(_BetaMixer):
@@ -347,12 +285,8 @@ class MixUp(_BetaMixer):
         p, per_sample, label_smoothing, pairing, generator: see ``BatchMixer``.
     """
 
+    family = "mixup"
     mode = "constant"
-
-    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
-        params = np.zeros((n, mix_ops.MIX_PARAMS))
-        params[:, 0] = self._beta(self.alpha, n)
-        return params
 
 
 class Cutout(BatchMixer):
@@ -365,6 +299,7 @@ class Cutout(BatchMixer):
         p, per_sample, label_smoothing, generator: see ``BatchMixer`` (no partner is used).
     """
 
+    family = "cutout"
     mode = "trapezoid"
     invert = True
     mixes_labels = False
@@ -383,17 +318,8 @@ class Cutout(BatchMixer):
     def _fill(self) -> Optional[float]:
         return self.fill
 
-    def _draw(self, n: int, height: int, width: int) -> np.ndarray:
-        if isinstance(self.size, float):
-            cut_h = np.full(n, float(math.floor(self.size * height)))
-            cut_w = np.full(n, float(math.floor(self.size * width)))
-        else:
-            cut_h = np.full(n, float(self.size))
-            cut_w = np.full(n, float(self.size))
-        u = self._uniforms(n, 2)
-        cy = np.floor(u[:, 0] * height)
-        cx = np.floor(u[:, 1] * width)
-        return _box_params(n, height, width, cut_h, cut_w, cy, cx)
+    def _draw_args(self) -> list:
+        return [float(self.size), float(isinstance(self.size, float))]
 
     def _extra_repr(self) -> str:
         return f"size={self.size}, fill={self.fill}"

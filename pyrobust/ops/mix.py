@@ -11,7 +11,7 @@ names the profile families). ``invert=True`` uses ``1 - gy * gx``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -104,6 +104,45 @@ def mix_targets(
     """
     return _ops.mix_targets(images, labels, partner, params, mode, invert, num_classes,
                             label_smoothing, mix_labels)
+
+
+def mix_draw(
+    n: int,
+    height: int,
+    width: int,
+    family: str,
+    args: Sequence[float],
+    p: float = 1.0,
+    per_sample: bool = True,
+    pairing: str = "permute",
+    mix_labels: bool = True,
+    generator: Optional[torch.Generator] = None,
+) -> tuple:
+    """Every random decision of one mixing call, drawn with ``generator`` in one call.
+
+    Args:
+        n, height, width: the batch's size.
+        family: ``"circle"``, ``"square"``, ``"cutmix"``, ``"mixup"`` or ``"cutout"``; ``args``
+            respectively ``[lo, hi, ellipse]``, ``[lo, hi, smooth]``, ``[alpha]``, ``[alpha]``,
+            ``[size, fraction]`` (the formulas and the order of the random stream are in
+            ``csrc/ops/mix_draw.cpp``).
+        p: probability that a sample is mixed; an unmixed one pairs with itself (with
+            ``mix_labels`` False, Cutout, its box is empty instead).
+        per_sample: own parameters per sample, or one draw shared by the batch.
+        pairing: ``"permute"`` (random), ``"flip"`` (i with N - 1 - i) or ``"roll"`` (i with i - 1).
+        generator: a CPU ``torch.Generator``; None uses torch's default one.
+
+    Returns:
+        ``(partner, params, active)``: ``(N,)`` int64, ``(N, 6)`` float32, ``(N,)`` bool, CPU.
+    """
+    return _ops.mix_draw(n, height, width, family, [float(a) for a in args], float(p), per_sample,
+                         pairing, mix_labels, generator)
+
+
+@torch.library.register_fake("pyrobust::mix_draw")
+def _mix_draw_fake(n, height, width, family, args, p, per_sample, pairing, mix_labels, generator=None):
+    return (torch.empty((n,), dtype=torch.long), torch.empty((n, MIX_PARAMS), dtype=torch.float32),
+            torch.empty((n,), dtype=torch.bool))
 
 
 @torch.library.register_fake("pyrobust::mix")
