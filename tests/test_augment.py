@@ -108,6 +108,15 @@ def test_mask_and_lambda_match_reference(mode, invert):
     torch.testing.assert_close(lam.double(), expected.mean((1, 2)), atol=1e-6, rtol=0)
 
 
+def test_gaussian_centres_far_off_the_image():
+    # The CPU walks a Gaussian row from the pixel nearest its centre; a centre beyond int64's
+    # range once made that pixel wrong and the row NaN.
+    params = torch.tensor([[1e19, 3.0, 50.0, 4.0, 0, 0], [-1e30, 3.0, 1e29, 4.0, 0, 0], [230.0, 3.0, 9.0, 4.0, 0, 0]])
+    masks = mix_ops.mix_mask(params, "gaussian", False, 6, 224)
+    torch.testing.assert_close(masks.double(), reference.mix_mask(params, "gaussian", False, 6, 224), atol=1e-6, rtol=0)
+    assert torch.isfinite(mix_ops.mix_lambda(params, "gaussian", False, 6, 224)).all()
+
+
 def test_non_contiguous_input_is_handled():
     x = random_images(4, 3, 10, 12, torch.float32)[:, :, ::2, 1:]
     partner, params = torch.tensor([2, 3, 0, 1]), random_params(4, 5, 11, "gaussian")

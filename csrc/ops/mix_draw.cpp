@@ -13,17 +13,20 @@
 //                             s' = s, or lo + (hi - lo) u3 for an ellipse        (gaussian)
 //   square [lo, hi, smooth]   cx, cy as above, half-sides s W / 2, s H / 2, edges smooth W,
 //                             smooth H                                            (trapezoid)
-//   cutmix [alpha]            lam0 ~ Beta(alpha, alpha); a box of sides floor(H sqrt(1 - lam0))
-//                             by floor(W sqrt(1 - lam0)) centred at (floor(u1 W), floor(u0 H)),
-//                             clipped to the image (timm's rand_bbox)             (trapezoid, hard)
+//   cutmix [alpha]            lam0 ~ Beta(alpha, alpha); cut sides floor(H sqrt(1 - lam0)) and
+//                             floor(W sqrt(1 - lam0)); a box [cy - cut_h // 2, cy + cut_h // 2)
+//                             by the same along x around the pixel (cy, cx) = (floor(u0 H),
+//                             floor(u1 W)), clipped to the image: timm's rand_bbox, whose box
+//                             loses a pixel per odd side                          (trapezoid, hard)
 //   mixup  [alpha]            lam ~ Beta(alpha, alpha)                             (constant)
-//   cutout [size, fraction]   a box of sides floor(size H) by floor(size W) (a fraction) or size
-//                             by size (pixels), centred as CutMix's               (trapezoid, hard)
+//   cutout [size, fraction]   cut sides floor(size H) and floor(size W) (a fraction) or size and
+//                             size (pixels), boxed as CutMix's                     (trapezoid, hard)
 // The stream, in order: the family's draws (Beta first, then a (draws, cols) block of float64
 // uniforms), then one uniform per draw for `active` when p < 1, then the pairing's permutation.
 // draws = N per sample, or 1 shared by the batch. Beta(a, a) is the first coordinate of a
 // Dirichlet(a, a), torch's generator-aware sampler. An inactive sample pairs with itself (the
-// kernels copy it exactly); without label mixing (Cutout) its box is empty instead.
+// kernels copy it exactly); without label mixing (Cutout, whose fill takes a partner's place)
+// its box is also emptied.
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_sample_dirichlet.h>

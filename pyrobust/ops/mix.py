@@ -86,8 +86,9 @@ def mix_targets(
 
         targets[i] = s / K + (1 - s) * (lam[i] onehot(labels[i]) + (1 - lam[i]) onehot(labels[partner[i]]))
 
-    with ``s = label_smoothing``, the two label terms rounded to float32 and added in that order
-    (identical on every device, run to run).
+    with ``s = label_smoothing``, the two label terms rounded to float32 and added in that order:
+    identical run to run; CPU and CUDA agree bit for bit but for the last bit of a ``lam`` (their
+    ``exp`` and sum orders differ).
 
     Args:
         images: the ``(N, C, H, W)`` batch being mixed; only its size and device are used: the

@@ -46,9 +46,11 @@ inline uint8_t store<uint8_t, float>(float v) {
 // One sample's profile along one axis: out[k] = mask_profile(mode, p, axis, k), k < length.
 // The gaussian walks out from its peak on the ratio of neighbours, g(u + 1) / g(u) =
 // exp(-(2d + 1) / (2 s^2)) for d = u - c, whose own ratio is the constant exp(-1 / s^2): three
-// exps a row instead of one a value, in double (the products drift ~length * 1e-16 relative,
-// far below the one rounding to float; values only fall away from the peak, so nothing
-// overflows). The other families are cheap as they are.
+// exps a row instead of one a value, in double. The rounding of that constant compounds about
+// k^2 / 2 times k steps from the peak: ~1e-12 relative at 224 pixels, ~6e-11 at 4096, far below
+// the one rounding to float. Values only fall away from the peak (the peak pixel is the one
+// nearest the centre, clamped to the row, even for a centre far off it), so nothing overflows.
+// The other families are cheap as they are.
 void profile_row(MaskMode mode, const float* p, int axis, int64_t length, float* out) {
   const double c = p[axis];
   const double s = p[2 + axis];
@@ -58,7 +60,9 @@ void profile_row(MaskMode mode, const float* p, int axis, int64_t length, float*
   }
   const double a = 1.0 / (2.0 * s * s);
   const double q = std::exp(-2.0 * a);
-  const int64_t peak = std::clamp<int64_t>(static_cast<int64_t>(std::floor(c)), 0, length - 1);
+  // Clamped before the conversion: a centre beyond int64's range has no integer floor.
+  const int64_t peak =
+      static_cast<int64_t>(std::clamp(std::floor(c), 0.0, static_cast<double>(length - 1)));
   const double d = static_cast<double>(peak) + 0.5 - c;
   const double top = std::exp(-(d * d) / (2.0 * s * s));
   out[peak] = static_cast<float>(top);
@@ -273,8 +277,9 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cpu(
     const at::Tensor& images, const at::Tensor& labels_in, const at::Tensor& partner_in,
     const at::Tensor& params_in, c10::string_view mode_name, bool invert, int64_t num_classes,
     double label_smoothing, bool mix_labels) {
-  const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in,
-                                           std::string(mode_name), num_classes, label_smoothing);
+  const std::string mode_str(mode_name);
+  const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in, mode_str,
+                                           num_classes, label_smoothing);
   const int64_t n = images.size(0), height = images.size(2), width = images.size(3);
   const at::Tensor labels = labels_in.to(at::kLong).contiguous();
   const at::Tensor partner = partner_in.contiguous();
@@ -301,13 +306,14 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cpu(
                 : 1.f;
       l[i] = li;
       // The own label's weight, then the partner's, each rounded to float32 and added in that
-      // order, as the CUDA kernel does.
+      // order, as the CUDA kernel does. volatile keeps each product rounded on its own: a
+      // compiler free to contract (GCC's default where FMA exists) would fuse it into the add.
       float* row = t + i * num_classes;
       std::fill(row, row + num_classes, tw.floor);
-      const float own = li * tw.keep;
+      const volatile float own = li * tw.keep;
       row[y[i]] += own;
       if (mixed) {
-        const float other = (1.f - li) * tw.keep;
+        const volatile float other = (1.f - li) * tw.keep;
         row[y[ji]] += other;
       }
     }

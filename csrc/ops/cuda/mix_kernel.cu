@@ -172,6 +172,7 @@ std::vector<at::Tensor> on_device(const std::vector<at::Tensor>& parts, const at
   at::Tensor staged = at::empty({std::max<int64_t>(bytes, 8)},
                                 at::TensorOptions().dtype(at::kByte).pinned_memory(true));
   for (size_t k = 0; k < host.size(); ++k) {
+    if (host[k].nbytes() == 0) continue;  // an empty tensor may have no data pointer
     std::memcpy(staged.data_ptr<uint8_t>() + offsets[k], host[k].data_ptr(), host[k].nbytes());
   }
   at::Tensor moved =
@@ -324,17 +325,18 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cuda(
     const at::Tensor& images, const at::Tensor& labels_in, const at::Tensor& partner_in,
     const at::Tensor& params_in, c10::string_view mode_name, bool invert, int64_t num_classes,
     double label_smoothing, bool mix_labels) {
-  c10::cuda::CUDAGuard guard(images.device());
   // Labels on the device cost one sync here, for their range check.
   const MaskMode mode = check_targets_args(images, labels_in, partner_in, params_in,
                                            std::string(mode_name), num_classes, label_smoothing);
+  c10::cuda::CUDAGuard guard(images.device());
   const int64_t n = images.size(0);
-  if (mix_labels) check_partner(partner_in, n);
-  const auto dev = on_device({labels_in.to(at::kLong), partner_in, params_in}, images.device());
+  TORCH_CHECK(n < (int64_t(1) << 31), "mix_targets takes fewer than 2^31 samples, got ", n);
   const auto opts = images.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
   at::Tensor targets = at::empty({n, num_classes}, opts);
   at::Tensor lam = at::empty({n}, opts);
   if (n == 0) return {targets, lam};
+  if (mix_labels) check_partner(partner_in, n);
+  const auto dev = on_device({labels_in.to(at::kLong), partner_in, params_in}, images.device());
   const TargetWeights tw = target_weights(label_smoothing, num_classes);
   targets_kernel<<<static_cast<unsigned>(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
       dev[2].data_ptr<float>(), dev[1].data_ptr<int64_t>(), dev[0].data_ptr<int64_t>(), mode,
