@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "check.h"
 
@@ -48,6 +50,44 @@ std::tuple<at::Tensor, at::Tensor> targets(const at::Tensor& x, const at::Tensor
               const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
               c10::string_view, bool, int64_t, double, bool)>();
   return op.call(x, labels, partner, params, mode, false, k, smoothing, mix_labels);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> draw(int64_t n, const std::string& family,
+                                                    std::vector<double> args, double p,
+                                                    bool per_sample, const std::string& pairing) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("pyrobust::mix_draw", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              int64_t, int64_t, int64_t, c10::string_view, at::ArrayRef<double>, double, bool,
+              c10::string_view, bool, std::optional<at::Generator>)>();
+  return op.call(n, 9, 13, family, args, p, per_sample, pairing, family != "cutout",
+                 std::nullopt);
+}
+
+// Every family, per sample and per batch, every pairing: shapes, a partner for each sample,
+// unmixed samples paired with themselves.
+void test_draw_shapes_and_partners() {
+  const std::vector<std::pair<std::string, std::vector<double>>> families = {
+      {"circle", {0.25, 0.5, 1.0}}, {"square", {0.0, 1.0, 0.2}}, {"cutmix", {1.0}},
+      {"mixup", {0.3}}, {"cutout", {4.0, 0.0}}};
+  for (const auto& [family, args] : families) {
+    for (int64_t n : {0, 1, 7}) {
+      for (bool per_sample : {true, false}) {
+        for (const char* pairing : {"permute", "flip", "roll"}) {
+          auto [partner, params, active] = draw(n, family, args, 0.5, per_sample, pairing);
+          CHECK(partner.sizes() == at::IntArrayRef({n}) && active.sizes() == partner.sizes());
+          CHECK(params.sizes() == at::IntArrayRef({n, 6}));
+          if (n == 0) continue;
+          CHECK(partner.min().item<int64_t>() >= 0 && partner.max().item<int64_t>() < n);
+          auto self = at::arange(n, at::kLong);
+          CHECK(at::equal(partner.masked_select(~active), self.masked_select(~active)));
+        }
+      }
+    }
+  }
+  CHECK_THROWS(draw(3, "hexagon", {1.0}, 1.0, true, "permute"));
+  CHECK_THROWS(draw(3, "mixup", {1.0}, 1.0, true, "zip"));
 }
 
 // The Gaussian mask, written out from its definition.
@@ -172,6 +212,7 @@ void test_errors_are_reported() {
 }  // namespace
 
 int main() {
+  test_draw_shapes_and_partners();
   test_gaussian_mask_definition();
   test_long_gaussian_rows();
   test_targets_definition();
