@@ -298,9 +298,10 @@ def test_mix_draw_follows_its_stream_and_definitions():
     y0, y1 = boxes[:, 1] - boxes[:, 3], boxes[:, 1] + boxes[:, 3]
     for lo, hi, size in ((x0, x1, 30), (y0, y1, 20)):
         assert (lo >= 0).all() and (hi <= size).all() and torch.equal(lo, lo.round()) and torch.equal(hi, hi.round())
-    _, lam, _ = mix_ops.mix_draw(20000, 4, 4, "mixup", [0.4], generator=torch.Generator().manual_seed(2))
-    lam = lam[:, 0].double()
-    assert abs(lam.mean().item() - 0.5) < 0.01 and abs(lam.var().item() - 0.16 / (0.64 * 1.8)) < 0.005
+    for alpha in (0.4, 1.0, 2.5):  # var of Beta(a, a) = 1 / (4 (2a + 1)); a = 1 is drawn as a uniform
+        _, lam, _ = mix_ops.mix_draw(20000, 4, 4, "mixup", [alpha], generator=torch.Generator().manual_seed(2))
+        lam = lam[:, 0].double()
+        assert abs(lam.mean().item() - 0.5) < 0.01 and abs(lam.var().item() - 1 / (4 * (2 * alpha + 1))) < 0.005
     # per batch: one draw for every sample; fixed pairings need no generator
     partner, params, _ = mix_ops.mix_draw(5, 8, 8, "square", args["square"], per_sample=False, pairing="roll")
     assert (params == params[0]).all() and partner.tolist() == [4, 0, 1, 2, 3]
