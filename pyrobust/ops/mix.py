@@ -6,7 +6,10 @@
 
 where ``G_i = base + sign * gy_i(y) * gx_i(x)`` is a separable mask whose two 1-D profiles come
 from six float parameters per sample (layout in ``csrc/ops/mix_profiles.h``; ``MASK_MODES``
-names the profile families). ``invert=True`` uses ``1 - gy * gx``.
+names the profile families). ``invert=True`` uses ``1 - gy * gx``. Beside it, one mixing call
+is ``mix_draw`` (the random decisions, with a torch generator) and ``mix_targets`` (each sample's
+``lam`` and soft targets, on the images' device); ``mix_mask`` and ``mix_lambda`` materialise the
+masks and their means for tests and galleries.
 """
 
 from __future__ import annotations
