@@ -142,14 +142,8 @@ class BatchMixer(abc.ABC):
             )
         if not isinstance(labels, torch.Tensor):
             raise TypeError(f"labels should be a torch.Tensor, got {type(labels).__name__}")
-        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"labels should be 1-D of length N={images.shape[0]}, got shape {tuple(labels.shape)}"
-            )
-        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-            raise TypeError(f"labels should be an integer tensor of class ids, got {labels.dtype}")
-        # The range of the labels is checked by mix_targets: on the host for CPU labels, with
-        # one sync for labels on a GPU.
+        # Their shape, dtype and range are checked by mix_targets (ValueError / TypeError): on
+        # the host for CPU labels, with one sync for labels on a GPU.
 
     # -- mixing --------------------------------------------------------------------------------
 
@@ -232,16 +226,16 @@ class SmoothMix(BatchMixer):
             raise ValueError(f"smooth should be a positive fraction of the image size, got {smooth!r}")
         self.smooth = float(smooth)
         self.ellipse = bool(ellipse)
-        self.shape = self.family = mode
+        self.family = mode
         self.mode = "gaussian" if mode == "circle" else "trapezoid"
 
     def _draw_args(self) -> list:
-        if self.shape == "circle":
+        if self.family == "circle":
             return [*self.sigma_range, float(self.ellipse)]
         return [*self.size_range, self.smooth]
 
     def _extra_repr(self) -> str:
-        if self.shape == "circle":
+        if self.family == "circle":
             return f"mode='circle', sigma_range={self.sigma_range}, ellipse={self.ellipse}"
         return f"mode='square', size_range={self.size_range}, smooth={self.smooth}"
 

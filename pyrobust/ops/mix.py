@@ -131,7 +131,7 @@ def mix_draw(
             ``[size, fraction]`` (the formulas and the order of the random stream are in
             ``csrc/ops/mix_draw.cpp``).
         p: probability that a sample is mixed; an unmixed one pairs with itself (with
-            ``mix_labels`` False, Cutout, its box is empty instead).
+            ``mix_labels`` False, Cutout, its box is also emptied).
         per_sample: own parameters per sample, or one draw shared by the batch.
         pairing: ``"permute"`` (random), ``"flip"`` (i with N - 1 - i) or ``"roll"`` (i with i - 1).
         generator: a CPU ``torch.Generator``; None uses torch's default one.

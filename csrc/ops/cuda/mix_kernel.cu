@@ -2,7 +2,8 @@
 //
 // mix: two launches, a tiny one computing the 1-D profiles of every sample (N * (H + inner)
 // floats, never an (N, C, H, W) mask), then one pass over the images, a warp per row.
-// mix_targets: one launch, a block per sample (its lam from the profiles, then its targets row).
+// mix_targets: one launch, a block per sample (its lam from the profiles, then its targets row);
+// mix_lambda the same lam, alone.
 // Parameters drawn on the host reach the device in one packed copy per op, enqueued with the
 // launches: a training loop's host never waits on these ops. Only the ATen headers the kernels
 // need are included: a .cu including torch/extension.h takes minutes to compile per
@@ -251,61 +252,72 @@ at::Tensor mix_mask_cuda(const at::Tensor& params_in, c10::string_view mode_name
   return masks;
 }
 
+// mean(G) of one sample, by the whole block (every thread calls it, with the block's own
+// arguments): double sums of the profile values, reduced within each warp, then across warps.
+// The result is valid in thread 0. mix_lambda and mix_targets share it, so their lam agree.
+__device__ double block_mask_mean(MaskMode mode, const float* p, bool invert, int64_t h,
+                                  int64_t w) {
+  __shared__ double partial[2][kThreads / 32];
+  double sy = 0, sx = 0;
+  for (int64_t t = threadIdx.x; t < h; t += blockDim.x) sy += mask_profile(mode, p, 1, t);
+  for (int64_t t = threadIdx.x; t < w; t += blockDim.x) sx += mask_profile(mode, p, 0, t);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    sy += __shfl_down_sync(0xffffffffu, sy, offset);
+    sx += __shfl_down_sync(0xffffffffu, sx, offset);
+  }
+  if (threadIdx.x % 32 == 0) {
+    partial[0][threadIdx.x / 32] = sy;
+    partial[1][threadIdx.x / 32] = sx;
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return 0.0;
+  sy = sx = 0;
+  for (int q = 0; q < kThreads / 32; ++q) {
+    sy += partial[0][q];
+    sx += partial[1][q];
+  }
+  const double mean = sy * sx / (static_cast<double>(h) * w);
+  return invert ? 1.0 - mean : mean;
+}
+
+// One block per sample.
+__global__ void lambda_kernel(const float* __restrict__ params, MaskMode mode, bool invert,
+                              int64_t h, int64_t w, float* __restrict__ lam) {
+  const double mean = block_mask_mean(mode, params + blockIdx.x * kMixParams, invert, h, w);
+  if (threadIdx.x == 0) lam[blockIdx.x] = static_cast<float>(mean);
+}
+
 at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
                            int64_t height, int64_t width) {
   const MaskMode mode = check_mask_args(params_in, std::string(mode_name), height, width, true);
   c10::cuda::CUDAGuard guard(params_in.device());
   const at::Tensor params = params_in.contiguous();
-  const Layout lay{false, params.size(0), 1, height, width};
-  at::Tensor gy, gx;
-  compute_profiles(params, mode, lay, gy, gx);
-  // Reductions of N * (H + W) values: ATen's sums are plenty, and exact like the CPU path.
-  at::Tensor mean = gy.to(at::kDouble).sum(1).mul(gx.to(at::kDouble).sum(1)).div(
-      static_cast<double>(height) * width);
-  if (invert) mean = mean.neg().add(1.0);
-  return mean.to(at::kFloat);
+  const int64_t n = params.size(0);
+  TORCH_CHECK(n < (int64_t(1) << 31), "mix_lambda takes fewer than 2^31 samples, got ", n);
+  at::Tensor lam = at::empty({n}, params.options());
+  if (n == 0) return lam;
+  lambda_kernel<<<static_cast<unsigned>(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      params.data_ptr<float>(), mode, invert, height, width, lam.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return lam;
 }
 
-// One block per sample: lam from the two profiles (double sums, a block reduction), then the
-// sample's targets row. The weights are rounded to float32 and added in the CPU kernel's order,
-// with intrinsics that are never contracted into a fused multiply-add.
+// One block per sample: lam (block_mask_mean), then the sample's targets row. The weights are
+// rounded to float32 and added in the CPU kernel's order, with intrinsics that are never
+// contracted into a fused multiply-add.
 __global__ void targets_kernel(const float* __restrict__ params,
                                const int64_t* __restrict__ partner,
                                const int64_t* __restrict__ labels, MaskMode mode, bool invert,
                                int64_t h, int64_t w, int64_t k, float floor, float keep,
                                bool mix_labels, float* __restrict__ targets,
                                float* __restrict__ lam) {
-  __shared__ double partial[2][kThreads / 32];
   __shared__ float weights[2];
   const int64_t i = blockIdx.x;
   const int64_t j = mix_labels ? partner[i] : i;
   const bool mixed = j != i && h > 0 && w > 0;  // the same for the whole block
-  if (mixed) {
-    const float* p = params + i * kMixParams;
-    double sy = 0, sx = 0;
-    for (int64_t t = threadIdx.x; t < h; t += blockDim.x) sy += mask_profile(mode, p, 1, t);
-    for (int64_t t = threadIdx.x; t < w; t += blockDim.x) sx += mask_profile(mode, p, 0, t);
-    for (int offset = 16; offset > 0; offset /= 2) {
-      sy += __shfl_down_sync(0xffffffffu, sy, offset);
-      sx += __shfl_down_sync(0xffffffffu, sx, offset);
-    }
-    if (threadIdx.x % 32 == 0) {
-      partial[0][threadIdx.x / 32] = sy;
-      partial[1][threadIdx.x / 32] = sx;
-    }
-    __syncthreads();
-  }
+  const double mean = mixed ? block_mask_mean(mode, params + i * kMixParams, invert, h, w) : 1.0;
   if (threadIdx.x == 0) {
-    float li = 1.f;
-    if (mixed) {
-      double sy = 0, sx = 0;
-      for (int q = 0; q < kThreads / 32; ++q) {
-        sy += partial[0][q];
-        sx += partial[1][q];
-      }
-      const double mean = sy * sx / (static_cast<double>(h) * w);
-      li = static_cast<float>(invert ? 1.0 - mean : mean);
-    }
+    const float li = static_cast<float>(mean);
     lam[i] = li;
     weights[0] = __fmul_rn(li, keep);
     weights[1] = __fmul_rn(__fsub_rn(1.f, li), keep);
