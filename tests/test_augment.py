@@ -225,6 +225,22 @@ def test_gradcheck(fill):
     partner = torch.tensor([1, 1, 3, 0])  # not a permutation: gradients must accumulate
     params = random_params(4, 5, 4, "gaussian")
     assert torch.autograd.gradcheck(lambda t: mix_ops.mix(t, partner, params, "gaussian", False, fill), (x,))
+    # The backward is the op itself, so it is differentiable in turn.
+    assert torch.autograd.gradgradcheck(lambda t: mix_ops.mix(t, partner, params, "gaussian", False, fill), (x,))
+    xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: mix_ops.mix(t, partner, params, "gaussian", True, fill), (xl,))
+
+
+def test_autograd_graph_only_when_needed():
+    x = random_images(3, 2, 4, 4, torch.float32)
+    partner, params = torch.tensor([2, 0, 1]), random_params(3, 4, 4, "trapezoid")
+    assert mix_ops.mix(x, partner, params, "trapezoid").grad_fn is None
+    xg = x.clone().requires_grad_(True)
+    with torch.no_grad():
+        assert not mix_ops.mix(xg, partner, params, "trapezoid").requires_grad
+    out = mix_ops.mix(xg, partner, params, "trapezoid")
+    assert out.requires_grad and out.grad_fn is not None
+    torch.testing.assert_close(out.detach(), mix_ops.mix(x, partner, params, "trapezoid"), rtol=0, atol=0)
 
 
 def test_compile_fullgraph():
@@ -241,6 +257,13 @@ def test_compile_fullgraph():
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     for got, expected in zip(compiled(x), step(x)):
         torch.testing.assert_close(got, expected)
+
+    # Backward through the compiled graph: the op's autograd (C++) is traced into it.
+    xg = x.clone().requires_grad_(True)
+    compiled(xg)[0].square().sum().backward()
+    xe = x.clone().requires_grad_(True)
+    step(xe)[0].square().sum().backward()
+    torch.testing.assert_close(xg.grad, xe.grad)
 
 
 # --- the mixers against their definitions ------------------------------------------------------
