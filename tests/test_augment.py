@@ -96,6 +96,49 @@ def test_large_float32_batch_matches_reference(channels_last, use_fill):
         assert torch.equal(out[2], x[2])
 
 
+def check_uint8_rounding(out, x, partner, params, mode, invert, fill):
+    # Stricter than the one-level tolerance: every byte is the blend rounded to nearest, up to
+    # the float32 mask's own rounding (|error| <= 255 * ~2e-7) at a .5 tie.
+    g = reference.mix_mask(params, mode, invert, x.shape[2], x.shape[3])[:, None]
+    xd = x.double()
+    other = torch.full_like(xd, min(max(fill, 0.0), 255.0)) if fill is not None else xd[partner]
+    exact = g * xd + (1 - g) * other
+    err = (out.double() - exact).abs().max().item()
+    assert err <= 0.5 + 1e-4, f"max |out - blend| = {err}"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("use_fill", [False, True])
+@pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
+@pytest.mark.parametrize("invert", [False, True])
+def test_uint8_rows_round_to_nearest(channels_last, use_fill, mode, invert):
+    # Rows of 71 and 213 values: the CPU's 32-wide uint8 loop, then its scalar tail.
+    n, c, h, w = 5, 3, 37, 71
+    x = random_images(n, c, h, w, torch.uint8, channels_last, seed=11)
+    partner = torch.tensor([3, 0, 2, 4, 1])
+    params = random_params(n, h, w, mode, seed=12)
+    fill = 301.0 if use_fill else None  # saturated to 255
+    out = mix_ops.mix(x, partner, params, mode, invert, fill)
+    check_close(out, reference.mix(x, partner, params, mode, invert, fill), torch.uint8)
+    check_uint8_rounding(out, x, partner, params, mode, invert, fill)
+    if not use_fill:
+        assert torch.equal(out[2], x[2])  # its own partner: copied
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_large_uint8_batch_rounds_to_nearest(channels_last):
+    # uint8 outputs of 8 MiB and more take the streaming-store path; an odd width leaves rows
+    # that start off the 32-byte grid.
+    n, c, h, w = 8, 3, 601, 587
+    assert n * c * h * w >= 8 << 20
+    x = random_images(n, c, h, w, torch.uint8, channels_last, seed=7)
+    partner = torch.tensor([1, 0, 3, 2, 5, 4, 6, 6])
+    params = random_params(n, h, w, "gaussian", seed=8)
+    out = mix_ops.mix(x, partner, params, "gaussian", False, None)
+    check_uint8_rounding(out, x, partner, params, "gaussian", False, None)
+    assert torch.equal(out[6], x[6])
+
+
 @pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
 @pytest.mark.parametrize("invert", [False, True])
 def test_mask_and_lambda_match_reference(mode, invert):
