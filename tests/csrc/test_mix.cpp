@@ -182,17 +182,30 @@ void test_hard_box_all_layouts_and_dtypes() {
   }
 }
 
+// Rows of 77 bytes: on x86-64 with AVX2, two 32-byte vector steps and a scalar tail of 13.
 void test_uint8_rounds_and_saturates() {
-  auto x = at::full({1, 1, 2, 2}, 100, at::kByte);
+  const auto all_equal = [](const at::Tensor& t, int v) {
+    return at::equal(t, at::full_like(t, v));
+  };
+  auto x = at::full({1, 1, 2, 77}, 100, at::kByte);
   auto params = at::zeros({1, 6}, at::kFloat);
   params[0][0] = 0.5f;  // constant mask 0.5
   auto out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 101.0);
-  CHECK(out[0][0][0][0].item<int>() == 101);  // 0.5 * 100 + 0.5 * 101 = 100.5 -> 101
+  CHECK(all_equal(out, 101));  // 0.5 * 100 + 0.5 * 101 = 100.5 -> 101 (ties round up)
   out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 301.0);
-  CHECK(out[0][0][0][0].item<int>() == 178);  // fill saturated to 255: 177.5 -> 178
+  CHECK(all_equal(out, 178));  // fill saturated to 255: 177.5 -> 178
   params[0][0] = 0.0f;
   out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 400.0);
-  CHECK(out[0][0][0][0].item<int>() == 255);
+  CHECK(all_equal(out, 255));
+  // Two images, each other's partner, the same ties.
+  auto pair = at::cat({at::full({1, 3, 2, 77}, 100, at::kByte), at::full({1, 3, 2, 77}, 101, at::kByte)});
+  auto halves = at::zeros({2, 6}, at::kFloat);
+  halves.select(1, 0).fill_(0.5f);
+  for (bool channels_last : {false, true}) {
+    auto xi = channels_last ? pair.contiguous(at::MemoryFormat::ChannelsLast) : pair;
+    out = mix(xi, at::tensor({1, 0}, at::kLong), halves, "constant", false, std::nullopt);
+    CHECK(all_equal(out, 101));
+  }
 }
 
 void test_errors_are_reported() {

@@ -160,8 +160,8 @@ inline void stream_fence() { _mm_sfence(); }
 // rounding carries a value within one float ulp below a .5 boundary across it, one level. g = 1
 // and g = 0 still give a and b exactly. With `Stream`, outputs far larger than the caches are
 // written around them (as blend_row_stream).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
+// (Plain target attributes, no ifunc: unlike PYROBUST_CLONES this also builds under ASan.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define PYROBUST_U8_AVX2 1
 __attribute__((target("avx2,fma"), always_inline)) inline __m256 widen(const uint8_t* p) {
   return _mm256_cvtepi32_ps(

@@ -64,7 +64,8 @@ __global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode,
 // values, consecutive lanes on consecutive addresses. Each lane issues the loads of kUnroll
 // strides before it blends any of them: with one stride's loads in flight, a warp keeps ~400
 // bytes moving, too few to cover memory latency at an H200's bandwidth. The same arithmetic as
-// the CPU rows: g a + (1 - g) b, exact copies at g = 0 and g = 1.
+// the CPU's float rows: g a + (1 - g) b, exact copies at g = 0 and g = 1 (uint8 may differ from the
+// CPU's AVX2 rows by one level at a .5 tie).
 constexpr int kUnroll = 4;
 
 template <typename T, typename A>
@@ -91,29 +92,31 @@ __global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict_
     const T* a = src + row * inner;
     T* o = dst + row * inner;
     if (!use_fill && j == i) {  // a sample paired with itself is unmixed: copied bit for bit
+#pragma unroll 4
       for (int64_t k = lane; k < inner; k += 32) o[k] = a[k];
       continue;
     }
     const T* b = src + (j * rows + r) * inner;
     const A gyv = static_cast<A>(gy[i * h + r % h]) * sign;
     const float* g_x = gx + i * inner;
-    int64_t k = lane;
-    for (; k + 32 * (kUnroll - 1) < inner; k += 32 * kUnroll) {
-      A av[kUnroll], bv[kUnroll], gv[kUnroll];
+    // Every step keeps up to kUnroll strides in flight, the row's last one too (guarded): a
+    // 224-value row is two steps (128 + 96 values), not one step and three single strides.
+    for (int64_t k0 = lane; k0 < inner; k0 += 32 * kUnroll) {
+      A av[kUnroll] = {}, bv[kUnroll] = {}, gv[kUnroll] = {};
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        av[u] = static_cast<A>(a[k + 32 * u]);
-        bv[u] = use_fill ? fill_a : static_cast<A>(b[k + 32 * u]);
-        gv[u] = static_cast<A>(g_x[k + 32 * u]);
+        const int64_t k = k0 + 32 * u;
+        if (k < inner) {
+          av[u] = static_cast<A>(a[k]);
+          bv[u] = use_fill ? fill_a : static_cast<A>(b[k]);
+          gv[u] = static_cast<A>(g_x[k]);
+        }
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        o[k + 32 * u] = blend<T, A>(base + gyv * gv[u], av[u], bv[u]);
+        const int64_t k = k0 + 32 * u;
+        if (k < inner) o[k] = blend<T, A>(base + gyv * gv[u], av[u], bv[u]);
       }
-    }
-    for (; k < inner; k += 32) {
-      const A bv = use_fill ? fill_a : static_cast<A>(b[k]);
-      o[k] = blend<T, A>(base + gyv * static_cast<A>(g_x[k]), static_cast<A>(a[k]), bv);
     }
   }
 }
