@@ -617,6 +617,43 @@ def test_workers_with_one_generator_draw_different_masks():
     assert not torch.equal(first, second)
 
 
+def test_collate_in_a_worker_stacks_privately_and_mixes_into_shared_memory(monkeypatch):
+    """The worker path (private reusable stacking buffer, output in shared memory) gives what
+    mixing default_collate's batch gives; earlier batches survive the buffer's reuse."""
+    from types import SimpleNamespace
+
+    from pyrobust.augment import collate as collate_module
+    from torch.utils.data import default_collate
+
+    monkeypatch.setattr(collate_module, "get_worker_info", lambda: SimpleNamespace(seed=1234))
+    x = random_images(11, 3, 9, 7, torch.float32, seed=3)
+    samples = [(x[i], i % 4, f"name{i}") for i in range(11)]
+    fast = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)))
+    plain = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)),
+                       collate_fn=lambda b: default_collate(b))  # not the default: no private path
+    results = []
+    for chunk in (samples[:6], samples[6:], samples[2:8]):  # full, partial, full again
+        got, expected = fast(chunk), plain(chunk)
+        assert got[0].is_shared() and got[0].is_contiguous()
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        assert got[2] == expected[2] == tuple(s[2] for s in chunk)
+        results.append((got[0].clone(), got[0]))
+    for kept, returned in results:
+        assert torch.equal(kept, returned)  # not overwritten by a later batch
+    assert "_buffer" not in fast.__getstate__()
+    # A collate of its own yielding channels-last batches: the shared output follows the layout.
+    def collate_cl(b):
+        images, *rest = default_collate(b)
+        return [images.contiguous(memory_format=torch.channels_last), *rest]
+    cl = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)), collate_fn=collate_cl)
+    got = cl(samples[:6])
+    assert got[0].is_shared() and got[0].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got[0], results[0][0], rtol=0, atol=0)
+    # Samples the private path does not take (a dict) go through the collate as before.
+    with pytest.raises(TypeError, match="images, labels"):
+        fast([{"x": x[0]}, {"x": x[1]}])
+
+
 # --- CUDA against CPU --------------------------------------------------------------------------
 
 

@@ -23,6 +23,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace pyrobust {
 
@@ -146,6 +151,25 @@ MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int6
 
 namespace {
 
+// A fresh host output of tens of MB is mapped fresh by malloc, and first-touching it in 4 KiB
+// pages cost more than the blend itself here (64x3x224x224 float32: ~22 ms of page faults
+// against ~6 ms of mixing). Where the kernel offers transparent huge pages on request
+// (transparent_hugepage/enabled = madvise, a common default), asking for them before the first
+// touch makes that ~20 times fewer faults: what PyTorch's THP_MEM_ALLOC_ENABLE=1 does for every
+// allocation, here for the mixers' outputs only. A hint: refused or unsupported, nothing changes.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  if (!t.is_cpu() || t.nbytes() < 4 * kHuge) return;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t hi = (begin + t.nbytes()) & ~(kHuge - 1);
+  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)t;
+#endif
+}
+
 // pyrobust::mix for every backend: allocate the output in the images' memory format and call
 // mix.out, which each backend implements.
 at::Tensor mix_alloc(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
@@ -154,6 +178,7 @@ at::Tensor mix_alloc(const at::Tensor& images, const at::Tensor& partner, const 
               "-D");
   at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
                                                  images.suggest_memory_format()));
+  advise_huge_pages(out);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("pyrobust::mix", "out")
                        .typed<at::Tensor&(const at::Tensor&, const at::Tensor&, const at::Tensor&,
