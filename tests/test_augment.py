@@ -1,6 +1,7 @@
 """Fused batch mixing: the op against the float64 reference, the mixers against their definitions."""
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,8 @@ from pyrobust import reference
 from pyrobust.augment import CutMix, Cutout, MixCollate, MixUp, SmoothMix
 from pyrobust.ops import mix as mix_ops
 from tests.conftest import TOLERANCE, devices, needs_cuda
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DTYPES = [torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -125,18 +128,55 @@ def test_uint8_rows_round_to_nearest(channels_last, use_fill, mode, invert):
         assert torch.equal(out[2], x[2])  # its own partner: copied
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_large_uint8_batch_rounds_to_nearest(channels_last):
-    # uint8 outputs of 8 MiB and more take the streaming-store path; an odd width leaves rows
-    # that start off the 32-byte grid.
-    n, c, h, w = 8, 3, 601, 587
-    assert n * c * h * w >= 8 << 20
+LARGE_UINT8 = (8, 3, 601, 587)  # 8.5 MB: the streaming-store path; rows start off the 32-byte grid
+
+
+def large_uint8_case(channels_last=False):
+    n, c, h, w = LARGE_UINT8
     x = random_images(n, c, h, w, torch.uint8, channels_last, seed=7)
-    partner = torch.tensor([1, 0, 3, 2, 5, 4, 6, 6])
-    params = random_params(n, h, w, "gaussian", seed=8)
+    return x, torch.tensor([1, 0, 3, 2, 5, 4, 6, 6]), random_params(n, h, w, "gaussian", seed=8)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("fill", [None, 77.0])
+def test_large_uint8_batch_rounds_to_nearest(channels_last, fill):
+    assert math.prod(LARGE_UINT8) >= 8 << 20
+    x, partner, params = large_uint8_case(channels_last)
+    out = mix_ops.mix(x, partner, params, "gaussian", False, fill)
+    check_uint8_rounding(out, x, partner, params, "gaussian", False, fill)
+    if fill is None:
+        assert torch.equal(out[6], x[6])
+
+
+_PORTABLE_UINT8_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from pyrobust.ops import mix as mix_ops
+    from tests.test_augment import check_uint8_rounding, large_uint8_case
+    x, partner, params = large_uint8_case()
     out = mix_ops.mix(x, partner, params, "gaussian", False, None)
     check_uint8_rounding(out, x, partner, params, "gaussian", False, None)
-    assert torch.equal(out[6], x[6])
+    torch.save(out, sys.argv[1])
+    """
+)
+
+
+def test_uint8_portable_rows_round_to_nearest(tmp_path):
+    # ATEN_CPU_CAPABILITY=default keeps the uint8 rows off AVX2: the portable loop, which rounds
+    # three times where the AVX2 rows round once, meets the same bound; on an AVX2 machine the two
+    # differ by one level at a few near-ties of these 8.5M values (so the switch took effect).
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    path = tmp_path / "portable.pt"
+    proc = subprocess.run([sys.executable, "-c", _PORTABLE_UINT8_SCRIPT, str(path)], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    portable = torch.load(path)
+    x, partner, params = large_uint8_case()
+    here = mix_ops.mix(x, partner, params, "gaussian", False, None)
+    diff = (here.int() - portable.int()).abs()
+    assert diff.max().item() <= 1
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        assert 0 < (diff > 0).sum().item() < 1e-3 * diff.numel()
 
 
 @pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
@@ -274,6 +314,14 @@ def test_gradcheck(fill):
     assert torch.autograd.gradcheck(lambda t: mix_ops.mix(t, partner, params, "gaussian", True, fill), (xl,))
 
 
+def test_non_finite_fill_is_refused():
+    x = random_images(2, 1, 3, 3, torch.float32)
+    params = random_params(2, 3, 3, "trapezoid")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fill should be finite"):
+            mix_ops.mix(x, torch.tensor([1, 0]), params, "trapezoid", True, bad)
+
+
 def test_autograd_graph_only_when_needed():
     x = random_images(3, 2, 4, 4, torch.float32)
     partner, params = torch.tensor([2, 0, 1]), random_params(3, 4, 4, "trapezoid")
@@ -284,6 +332,10 @@ def test_autograd_graph_only_when_needed():
     out = mix_ops.mix(xg, partner, params, "trapezoid")
     assert out.requires_grad and out.grad_fn is not None
     torch.testing.assert_close(out.detach(), mix_ops.mix(x, partner, params, "trapezoid"), rtol=0, atol=0)
+    # params never get a gradient, but one that asks keeps the output in the graph.
+    out = mix_ops.mix(x, partner, params.clone().requires_grad_(True), "trapezoid")
+    assert out.requires_grad
+    assert torch.autograd.grad(out.sum(), out)[0] is not None
 
 
 def test_compile_fullgraph():
@@ -631,15 +683,20 @@ def test_collate_in_a_worker_stacks_privately_and_mixes_into_shared_memory(monke
     fast = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)))
     plain = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)),
                        collate_fn=lambda b: default_collate(b))  # not the default: no private path
-    results = []
+    results, buffer_ptr = [], None
     for chunk in (samples[:6], samples[6:], samples[2:8]):  # full, partial, full again
         got, expected = fast(chunk), plain(chunk)
         assert got[0].is_shared() and got[0].is_contiguous()
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
         assert got[2] == expected[2] == tuple(s[2] for s in chunk)
+        assert fast._buffer.data_ptr() == (buffer_ptr or fast._buffer.data_ptr())
+        buffer_ptr = fast._buffer.data_ptr()  # stacked privately: one buffer, reused
         results.append((got[0].clone(), got[0]))
     for kept, returned in results:
         assert torch.equal(kept, returned)  # not overwritten by a later batch
+    x8 = random_images(4, 3, 9, 7, torch.uint8, seed=4)
+    got = fast([(x8[i], i) for i in range(4)])
+    assert fast._buffer.dtype == torch.uint8 and got[0].dtype == torch.uint8 and got[0].is_shared()
     assert "_buffer" not in fast.__getstate__()
     # A collate of its own yielding channels-last batches: the shared output follows the layout.
     def collate_cl(b):

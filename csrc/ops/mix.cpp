@@ -24,6 +24,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -155,12 +157,25 @@ namespace {
 // pages cost more than the blend itself here (64x3x224x224 float32: ~22 ms of page faults
 // against ~6 ms of mixing). Where the kernel offers transparent huge pages on request
 // (transparent_hugepage/enabled = madvise, a common default), asking for them before the first
-// touch makes that ~20 times fewer faults: what PyTorch's THP_MEM_ALLOC_ENABLE=1 does for every
-// allocation, here for the mixers' outputs only. A hint: refused or unsupported, nothing changes.
+// touch makes that ~500 times fewer faults: what PyTorch's THP_MEM_ALLOC_ENABLE=1 does for every
+// allocation, here for the mixers' outputs only. Only from 32 MiB up: glibc maps larger blocks
+// afresh, always, while smaller ones may be recycled heap memory, already touched, where the
+// hint would only split the heap's mapping. A hint: refused or unsupported, nothing changes.
+// PYROBUST_HUGE_PAGES=0 turns it off (on a host where the kernel's direct compaction for huge
+// pages stalls, say).
+bool huge_pages_wanted() {
+  static const bool wanted = [] {
+    const char* v = std::getenv("PYROBUST_HUGE_PAGES");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return wanted;
+}
+
 void advise_huge_pages(const at::Tensor& t) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  if (!t.is_cpu() || t.nbytes() < 4 * kHuge) return;
+  constexpr size_t kFreshMapping = size_t(32) << 20;  // glibc's largest mmap threshold
+  if (!t.is_cpu() || t.nbytes() <= kFreshMapping || !huge_pages_wanted()) return;
   const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
   const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
   const uintptr_t hi = (begin + t.nbytes()) & ~(kHuge - 1);

@@ -3,6 +3,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
+#include <optional>
 #include <string>
 
 #include "ops/mix_profiles.h"
@@ -67,6 +69,13 @@ struct TargetWeights {
 inline TargetWeights target_weights(double label_smoothing, int64_t num_classes) {
   return {static_cast<float>(label_smoothing / static_cast<double>(num_classes)),
           static_cast<float>(1.0 - label_smoothing)};
+}
+
+// A fill is a finite number: NaN or inf would blend into every pixel it touches (and has no
+// uint8 value at all).
+inline void check_mix_fill(const std::optional<double>& fill) {
+  TORCH_CHECK_VALUE(!fill.has_value() || std::isfinite(*fill), "fill should be finite, got ",
+                    fill.value_or(0.0));
 }
 
 // A fill value outside the dtype's range is saturated first (uint8: to [0, 255]), so that the

@@ -35,6 +35,9 @@ at::Tensor call_mix(const at::Tensor& images, const at::Tensor& partner, const a
 }
 
 struct MixFunction : public torch::autograd::Function<MixFunction> {
+  // The backward uses only saved tensors and dispatcher ops: compiled autograd may trace it.
+  static constexpr bool is_traceable = true;
+
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& images,
                             const at::Tensor& partner, const at::Tensor& params,
                             c10::string_view mode, bool invert, std::optional<double> fill) {
@@ -68,7 +71,9 @@ struct MixFunction : public torch::autograd::Function<MixFunction> {
 at::Tensor mix_autograd(const at::Tensor& images, const at::Tensor& partner,
                         const at::Tensor& params, c10::string_view mode, bool invert,
                         std::optional<double> fill) {
-  if (!(at::GradMode::is_enabled() && images.requires_grad())) {
+  // params never get a gradient, but a params that requires one still makes the output part of
+  // the graph (with none for params), as any op does.
+  if (!(at::GradMode::is_enabled() && (images.requires_grad() || params.requires_grad()))) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return call_mix(images, partner, params, mode, invert, fill);
   }

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import torch
+import torch._prims_common
 from torch.utils.data import default_collate, get_worker_info
 
 from pyrobust.augment.mixers import BatchMixer
@@ -32,7 +33,8 @@ class MixCollate:
 
     The wrapped collate must return ``(images, labels, *rest)``; the result is
     ``(mixed images, targets (N, num_classes) float32, *rest)``. Picklable, so it works with
-    the fork, spawn and forkserver start methods.
+    the fork, spawn and forkserver start methods. With the default collate, each worker keeps one
+    batch-sized buffer for stacking (see the module's docstring).
     """
 
     def __init__(self, mixer: BatchMixer, collate_fn: Optional[Callable[[list], Any]] = None) -> None:
@@ -62,19 +64,23 @@ class MixCollate:
         self._reseed_in_worker()
         images, labels = batch[0], batch[1]
         out = _shared_output(images) if in_worker else None
-        mixed, targets = self.mixer(images, torch.as_tensor(labels), out=out)
+        if out is None:
+            mixed, targets = self.mixer(images, torch.as_tensor(labels))
+        else:
+            mixed, targets = self.mixer(images, torch.as_tensor(labels), out=out)
         return (mixed, targets, *batch[2:])
 
     def _stack_privately(self, samples: list) -> Optional[list]:
         """``default_collate(samples)`` with the images stacked into this worker's reusable
         private buffer; None (collate as usual) unless the default collate is in use and every
         sample is a sequence whose first item is a CPU tensor of one shape and dtype."""
-        if self.collate_fn is not default_collate or not samples:
+        if self.collate_fn is not default_collate or not isinstance(samples, list) or not samples:
             return None
         if not all(isinstance(s, (tuple, list)) and len(s) >= 2 for s in samples):
             return None
         first = samples[0][0]
-        if not isinstance(first, torch.Tensor) or first.device.type != "cpu" or first.is_sparse:
+        if not isinstance(first, torch.Tensor) or first.device.type != "cpu" \
+                or first.layout != torch.strided or first.is_nested:
             return None
         if not all(isinstance(s[0], torch.Tensor) and s[0].shape == first.shape
                    and s[0].dtype == first.dtype and s[0].device == first.device for s in samples):
@@ -99,8 +105,9 @@ def _shared_output(images: Any) -> Optional[torch.Tensor]:
     (contiguous, or channels_last for a channels-last batch); None where there is none to make."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.device.type != "cpu":
         return None  # the mixer reports what is wrong with it
-    channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    # The op's own choice (ATen's suggest_memory_format): channels-last strides, dense or not,
+    # give a channels-last output.
+    fmt = torch._prims_common.suggest_memory_format(images)
     stride = torch.empty(images.shape, dtype=images.dtype, device="meta", memory_format=fmt).stride()
     storage = images._typed_storage()._new_shared(images.numel(), device=images.device)
     return images.new_empty(0).set_(storage, 0, images.shape, stride)

@@ -197,14 +197,19 @@ void test_uint8_rounds_and_saturates() {
   params[0][0] = 0.0f;
   out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 400.0);
   CHECK(all_equal(out, 255));
-  // Two images, each other's partner, the same ties.
-  auto pair = at::cat({at::full({1, 3, 2, 77}, 100, at::kByte), at::full({1, 3, 2, 77}, 101, at::kByte)});
+  // Two images of different ramps, each other's partner, mask 0.5: every output byte is
+  // (a + b) / 2 rounded half up, i.e. (a + b + 1) / 2, in its own place (a wrong byte order in
+  // the vector rows would show).
+  auto ramp = at::arange(3 * 2 * 77, at::kLong).view({1, 3, 2, 77});
+  auto a = (ramp * 7) % 256, b = (ramp * 13 + 5) % 256;
+  auto pair = at::cat({a, b}).to(at::kByte);
+  auto expected = at::cat({(a + b + 1) / 2, (a + b + 1) / 2}).to(at::kByte);
   auto halves = at::zeros({2, 6}, at::kFloat);
   halves.select(1, 0).fill_(0.5f);
   for (bool channels_last : {false, true}) {
     auto xi = channels_last ? pair.contiguous(at::MemoryFormat::ChannelsLast) : pair;
     out = mix(xi, at::tensor({1, 0}, at::kLong), halves, "constant", false, std::nullopt);
-    CHECK(all_equal(out, 101));
+    CHECK(at::equal(out.contiguous(), expected));
   }
 }
 

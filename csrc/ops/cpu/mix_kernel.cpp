@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -215,8 +217,15 @@ __attribute__((target("avx2,fma"))) void blend_row_u8_avx2(const uint8_t* a, con
   blend_u8_fma(a + k, b != nullptr ? b + k : nullptr, fill, gx + k, base, gy, o + k, n - k);
 }
 
+// ATEN_CPU_CAPABILITY=default, PyTorch's switch for its own kernels, also keeps these rows on
+// the portable loop (how the tests reach it on an AVX2 machine). The PYROBUST_CLONES loops pick
+// by the CPU alone.
 bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = [] {
+    const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
+    if (capability != nullptr && std::string(capability) == "default") return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return has;
 }
 #endif
@@ -293,6 +302,7 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
                         std::optional<double> fill, at::Tensor& out) {
   const std::string mode_str(mode_name);
   const MaskMode mode = check_mix_args(images_in, partner_in, params_in, mode_str);
+  check_mix_fill(fill);
   // A channels-last input stays as it is (suggest_memory_format keeps it), anything else is made
   // contiguous.
   const at::Tensor images = images_in.contiguous(images_in.suggest_memory_format());

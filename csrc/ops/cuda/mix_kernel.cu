@@ -199,6 +199,7 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
                          std::optional<double> fill, at::Tensor& out) {
   const std::string mode_str(mode_name);
   const MaskMode mode = check_mix_args(images_in, partner_in, params_in, mode_str);
+  check_mix_fill(fill);
   c10::cuda::CUDAGuard guard(images_in.device());
   // A channels-last input stays as it is (suggest_memory_format keeps it), anything else is made
   // contiguous.
