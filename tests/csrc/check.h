@@ -1,4 +1,4 @@
-// A tiny test harness for the C++ tests: CHECK records failures, main returns their count.
+// A tiny test harness for the C++ tests: EXPECT records failures, main returns their count.
 #pragma once
 
 #include <cstdio>
@@ -10,15 +10,15 @@ inline int& failures() {
 }
 }  // namespace pyrobust_test
 
-#define CHECK(cond)                                                                 \
+#define EXPECT(cond)                                                                 \
   do {                                                                              \
     if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
       ++pyrobust_test::failures();                                                  \
     }                                                                               \
   } while (0)
 
-#define CHECK_THROWS(expr)              \
+#define EXPECT_THROWS(expr)              \
   do {                                  \
     bool threw = false;                 \
     try {                               \
@@ -26,5 +26,5 @@ inline int& failures() {
     } catch (const std::exception&) {   \
       threw = true;                     \
     }                                   \
-    CHECK(threw && "expected: " #expr); \
+    EXPECT(threw && "expected: " #expr); \
   } while (0)

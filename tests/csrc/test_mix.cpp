@@ -76,18 +76,18 @@ void test_draw_shapes_and_partners() {
       for (bool per_sample : {true, false}) {
         for (const char* pairing : {"permute", "flip", "roll"}) {
           auto [partner, params, active] = draw(n, family, args, 0.5, per_sample, pairing);
-          CHECK(partner.sizes() == at::IntArrayRef({n}) && active.sizes() == partner.sizes());
-          CHECK(params.sizes() == at::IntArrayRef({n, 6}));
+          EXPECT(partner.sizes() == at::IntArrayRef({n}) && active.sizes() == partner.sizes());
+          EXPECT(params.sizes() == at::IntArrayRef({n, 6}));
           if (n == 0) continue;
-          CHECK(partner.min().item<int64_t>() >= 0 && partner.max().item<int64_t>() < n);
+          EXPECT(partner.min().item<int64_t>() >= 0 && partner.max().item<int64_t>() < n);
           auto self = at::arange(n, at::kLong);
-          CHECK(at::equal(partner.masked_select(~active), self.masked_select(~active)));
+          EXPECT(at::equal(partner.masked_select(~active), self.masked_select(~active)));
         }
       }
     }
   }
-  CHECK_THROWS(draw(3, "hexagon", {1.0}, 1.0, true, "permute"));
-  CHECK_THROWS(draw(3, "mixup", {1.0}, 1.0, true, "zip"));
+  EXPECT_THROWS(draw(3, "hexagon", {1.0}, 1.0, true, "permute"));
+  EXPECT_THROWS(draw(3, "mixup", {1.0}, 1.0, true, "zip"));
 }
 
 // The Gaussian mask, written out from its definition.
@@ -104,10 +104,10 @@ void test_gaussian_mask_definition() {
     for (int x = 0; x < 9; ++x) {
       const double dx = x + 0.5 - 5.5, dy = y + 0.5 - 3.0;
       const double g = std::exp(-dx * dx / 8.0 - dy * dy / 32.0);
-      CHECK(std::abs(a[0][y][x] - g) < 1e-6);
+      EXPECT(std::abs(a[0][y][x] - g) < 1e-6);
     }
   }
-  CHECK(std::abs(lambda(params, "gaussian", false, 7, 9).item<float>() -
+  EXPECT(std::abs(lambda(params, "gaussian", false, 7, 9).item<float>() -
                  m.mean().item<float>()) < 1e-6);
 }
 
@@ -131,7 +131,7 @@ void test_long_gaussian_rows() {
       worst = std::max(worst, std::abs(a[i][0][x] - g) / std::max(g, 1e-30));
     }
   }
-  CHECK(worst < 1e-6);  // relative, down to the smallest values
+  EXPECT(worst < 1e-6);  // relative, down to the smallest values
 }
 
 // lam and the targets rows from their definitions: constant masks make lam the parameter.
@@ -147,15 +147,15 @@ void test_targets_definition() {
                             {f, f, f + 0.8f, f}};
   const float want_lam[3] = {0.25f, 0.5f, 1.f};
   for (int i = 0; i < 3; ++i) {
-    CHECK(std::abs(lam[i].item<float>() - want_lam[i]) < 1e-6);
-    for (int c = 0; c < 4; ++c) CHECK(std::abs(t[i][c].item<float>() - want[i][c]) < 1e-6);
+    EXPECT(std::abs(lam[i].item<float>() - want_lam[i]) < 1e-6);
+    for (int c = 0; c < 4; ++c) EXPECT(std::abs(t[i][c].item<float>() - want[i][c]) < 1e-6);
   }
   auto [own, ones] = targets(x, labels, partner, params, "constant", 4, 0.0, false);  // Cutout
-  CHECK(at::equal(ones, at::ones({3})));
-  CHECK(at::equal(own, at::one_hot(labels, 4).to(at::kFloat)));
-  CHECK_THROWS(targets(x, at::tensor({1, 4, 0}, at::kLong), partner, params, "constant", 4, 0.0,
+  EXPECT(at::equal(ones, at::ones({3})));
+  EXPECT(at::equal(own, at::one_hot(labels, 4).to(at::kFloat)));
+  EXPECT_THROWS(targets(x, at::tensor({1, 4, 0}, at::kLong), partner, params, "constant", 4, 0.0,
                        true));
-  CHECK_THROWS(targets(x, labels, at::tensor({1, 3, 0}, at::kLong), params, "constant", 4, 0.0,
+  EXPECT_THROWS(targets(x, labels, at::tensor({1, 3, 0}, at::kLong), params, "constant", 4, 0.0,
                        true));
 }
 
@@ -172,12 +172,12 @@ void test_hard_box_all_layouts_and_dtypes() {
       auto x = (at::rand({2, 3, 8, 8}) * 200).to(dtype);
       if (channels_last) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       auto out = mix(x, partner, params, "trapezoid", true, std::nullopt);
-      CHECK(out.scalar_type() == dtype);
-      CHECK(out.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast
+      EXPECT(out.scalar_type() == dtype);
+      EXPECT(out.is_contiguous(channels_last ? at::MemoryFormat::ChannelsLast
                                             : at::MemoryFormat::Contiguous));
       auto inside = box.unsqueeze(1).expand({2, 3, 8, 8}).to(at::kBool);
-      CHECK(at::equal(out.masked_select(inside), x.index_select(0, partner).masked_select(inside)));
-      CHECK(at::equal(out.masked_select(~inside), x.masked_select(~inside)));
+      EXPECT(at::equal(out.masked_select(inside), x.index_select(0, partner).masked_select(inside)));
+      EXPECT(at::equal(out.masked_select(~inside), x.masked_select(~inside)));
     }
   }
 }
@@ -191,12 +191,12 @@ void test_uint8_rounds_and_saturates() {
   auto params = at::zeros({1, 6}, at::kFloat);
   params[0][0] = 0.5f;  // constant mask 0.5
   auto out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 101.0);
-  CHECK(all_equal(out, 101));  // 0.5 * 100 + 0.5 * 101 = 100.5 -> 101 (ties round up)
+  EXPECT(all_equal(out, 101));  // 0.5 * 100 + 0.5 * 101 = 100.5 -> 101 (ties round up)
   out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 301.0);
-  CHECK(all_equal(out, 178));  // fill saturated to 255: 177.5 -> 178
+  EXPECT(all_equal(out, 178));  // fill saturated to 255: 177.5 -> 178
   params[0][0] = 0.0f;
   out = mix(x, at::zeros({1}, at::kLong), params, "constant", false, 400.0);
-  CHECK(all_equal(out, 255));
+  EXPECT(all_equal(out, 255));
   // Two images of different ramps, each other's partner, mask 0.5: every output byte is
   // (a + b) / 2 rounded half up, i.e. (a + b + 1) / 2, in its own place (a wrong byte order in
   // the vector rows would show).
@@ -209,22 +209,22 @@ void test_uint8_rounds_and_saturates() {
   for (bool channels_last : {false, true}) {
     auto xi = channels_last ? pair.contiguous(at::MemoryFormat::ChannelsLast) : pair;
     out = mix(xi, at::tensor({1, 0}, at::kLong), halves, "constant", false, std::nullopt);
-    CHECK(at::equal(out.contiguous(), expected));
+    EXPECT(at::equal(out.contiguous(), expected));
   }
 }
 
 void test_errors_are_reported() {
   auto x = at::rand({2, 3, 4, 4});
   auto params = at::zeros({2, 6}, at::kFloat);
-  CHECK_THROWS(mix(x, at::tensor({0, 2}, at::kLong), params, "gaussian", false, std::nullopt));
-  CHECK_THROWS(mix(x, at::tensor({0, 1}, at::kLong), params, "hexagon", false, std::nullopt));
-  CHECK_THROWS(mix(x[0], at::tensor({0, 1}, at::kLong), params, "gaussian", false, std::nullopt));
-  CHECK_THROWS(mix(x.to(at::kInt), at::tensor({0, 1}, at::kLong), params, "constant", false,
+  EXPECT_THROWS(mix(x, at::tensor({0, 2}, at::kLong), params, "gaussian", false, std::nullopt));
+  EXPECT_THROWS(mix(x, at::tensor({0, 1}, at::kLong), params, "hexagon", false, std::nullopt));
+  EXPECT_THROWS(mix(x[0], at::tensor({0, 1}, at::kLong), params, "gaussian", false, std::nullopt));
+  EXPECT_THROWS(mix(x.to(at::kInt), at::tensor({0, 1}, at::kLong), params, "constant", false,
                    std::nullopt));
-  CHECK_THROWS(mix(x, at::tensor({0, 1}, at::kInt), params, "constant", false, std::nullopt));
+  EXPECT_THROWS(mix(x, at::tensor({0, 1}, at::kInt), params, "constant", false, std::nullopt));
   auto empty = mix(at::rand({0, 3, 4, 4}), at::zeros({0}, at::kLong), at::zeros({0, 6}),
                    "constant", false, std::nullopt);
-  CHECK(empty.numel() == 0);
+  EXPECT(empty.numel() == 0);
 }
 
 }  // namespace
