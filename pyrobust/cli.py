@@ -50,6 +50,17 @@ def _info(args) -> int:
     print(f"core     built for torch {info.get('torch')}, CUDA {info.get('cuda') or 'none'}, arch list {info.get('arch_list') or '-'}")
     print(f"CUDA kernels built: {pyrobust.has_cuda_kernels()}")
     print(f"threads  {torch.get_num_threads()} intra-op")
+    # What decides the CPU mixers' speed: the vector ISA (ATEN_CPU_CAPABILITY=default also keeps
+    # pyrobust's uint8 rows off AVX2) and whether fresh outputs can get huge pages.
+    print(f"cpu      {torch.backends.cpu.get_cpu_capability()} (ATen's capability)")
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = f.read().strip()
+    except OSError:
+        thp = "unknown"
+    off = os.environ.get("PYROBUST_HUGE_PAGES") == "0"
+    print(f"huge pages for fresh mixer outputs: {'off (PYROBUST_HUGE_PAGES=0)' if off else 'requested'}; "
+          f"kernel THP: {thp}")
     return 0
 
 

@@ -5,6 +5,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from pyrobust.cli import main
 from pyrobust.errors import UsageError
@@ -80,6 +81,14 @@ def test_lpft_writes_example(capsys, tmp_path):
 def test_info(capsys):
     code, out, _ = run_cli(["info"], capsys)
     assert code == 0 and "CUDA kernels built:" in out and "torch" in out
+    assert f"cpu      {torch.backends.cpu.get_cpu_capability()}" in out
+    assert "huge pages for fresh mixer outputs: requested" in out
+
+
+def test_info_says_huge_pages_are_off(capsys, monkeypatch):
+    monkeypatch.setenv("PYROBUST_HUGE_PAGES", "0")
+    code, out, _ = run_cli(["info"], capsys)
+    assert code == 0 and "off (PYROBUST_HUGE_PAGES=0)" in out
 
 
 def _fraction(x):
