@@ -353,6 +353,17 @@ def test_compile_fullgraph():
     for got, expected in zip(compiled(x), step(x)):
         torch.testing.assert_close(got, expected)
 
+    # The one-op mixing call: a composite of the three, traced through them (global RNG here).
+    def whole(images):
+        return mix_ops.mix_batch(images, labels, "circle", [0.25, 0.5, 0.0], 1.0, True, "permute",
+                                 None, "gaussian", False, None, 3)
+
+    torch.manual_seed(3)
+    expected = whole(x)
+    torch.manual_seed(3)
+    for got, want in zip(torch.compile(whole, fullgraph=True, backend="aot_eager")(x), expected):
+        assert torch.equal(got, want)
+
     # Backward through the compiled graph: the op's autograd (C++) is traced into it.
     xg = x.clone().requires_grad_(True)
     compiled(xg)[0].square().sum().backward()
@@ -571,6 +582,33 @@ def test_determinism_and_seeds():
         c = make(generator=torch.Generator().manual_seed(43))(x, labels)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
         assert not torch.equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_one_op_call_equals_three_ops(device, per_sample):
+    """A mixer's call without out= is one op (mix_batch); with out= it is mix_draw, mix_targets
+    and mix: the same decisions and results, bit for bit."""
+    x = random_images(7, 3, 10, 13, torch.float32, device=device)
+    labels = torch.tensor([3, 1, 4, 1, 5, 9, 2])
+    for name, make in {**MIXERS, "cutout": lambda **kw: Cutout(10, fill=0.25, **kw)}.items():
+        kw = dict(p=0.7, per_sample=per_sample, label_smoothing=0.1)
+        one = make(generator=torch.Generator().manual_seed(8), **kw).mix(x, labels)
+        three = make(generator=torch.Generator().manual_seed(8), **kw).mix(x, labels, out=torch.empty_like(x))
+        for field, a, b in zip(one._fields, one, three):
+            assert a.device == b.device and torch.equal(a, b), (name, field)
+
+
+def test_a_mixer_drawing_its_own_way_is_honoured():
+    class Fixed(SmoothMix):
+        def sample(self, n, height, width):
+            partner, params, active = super().sample(n, height, width)
+            return partner.flip(0), params, active
+    x = random_images(4, 1, 6, 6, torch.float32)
+    res = Fixed(3, generator=torch.Generator().manual_seed(0)).mix(x, torch.tensor([0, 1, 2, 0]))
+    plain = SmoothMix(3, generator=torch.Generator().manual_seed(0)).mix(x, torch.tensor([0, 1, 2, 0]))
+    assert torch.equal(res.partner, plain.partner.flip(0))
+    torch.testing.assert_close(res.images, mix_ops.mix(x, res.partner, res.params, "gaussian"), rtol=0, atol=0)
 
 
 def test_low_precision_keeps_dtype_and_labels():

@@ -8,8 +8,9 @@ where ``G_i = base + sign * gy_i(y) * gx_i(x)`` is a separable mask whose two 1-
 from six float parameters per sample (layout in ``csrc/ops/mix_profiles.h``; ``MASK_MODES``
 names the profile families). ``invert=True`` uses ``1 - gy * gx``. Beside it, one mixing call
 is ``mix_draw`` (the random decisions, with a torch generator) and ``mix_targets`` (each sample's
-``lam`` and soft targets, on the images' device); ``mix_mask`` and ``mix_lambda`` materialise the
-masks and their means for tests and galleries.
+``lam`` and soft targets, on the images' device), and ``mix_batch`` runs those three in one op
+call; ``mix_mask`` and ``mix_lambda`` materialise the masks and their means for tests and
+galleries.
 """
 
 from __future__ import annotations
@@ -141,6 +142,35 @@ def mix_draw(
     """
     return _ops.mix_draw(n, height, width, family, [float(a) for a in args], float(p), per_sample,
                          pairing, mix_labels, generator)
+
+
+def mix_batch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    family: str,
+    args: Sequence[float],
+    p: float,
+    per_sample: bool,
+    pairing: str,
+    generator: Optional[torch.Generator],
+    mode: str,
+    invert: bool,
+    fill: Optional[float],
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    mix_labels: bool = True,
+) -> tuple:
+    """One whole mixing call in one op: ``mix_draw``, ``mix_targets`` and ``mix`` run from C++,
+    with the same results, bit for bit, as the three called in turn on the same generator state
+    (each op called from Python costs ~6 us before any work; see ``csrc/ops/mix_batch.cpp``).
+
+    Returns:
+        ``(images, targets, lam, partner, params)``: as ``mix``, ``mix_targets`` and ``mix_draw``
+        return them (no ``active``: a sample is mixed exactly when its partner is another one).
+    """
+    return _ops.mix_batch(images, labels, family, [float(a) for a in args], float(p), per_sample,
+                          pairing, generator, mode, invert, fill, num_classes, label_smoothing,
+                          mix_labels)
 
 
 @torch.library.register_fake("pyrobust::mix_draw")
