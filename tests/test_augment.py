@@ -587,16 +587,25 @@ def test_determinism_and_seeds():
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_one_op_call_equals_three_ops(device, per_sample):
-    """A mixer's call without out= is one op (mix_batch); with out= it is mix_draw, mix_targets
-    and mix: the same decisions and results, bit for bit."""
+    """A mixer's call is one op (mix_batch, or mix_batch.out into a buffer): the decisions and
+    results of mix_draw, mix_targets and mix called in turn, bit for bit."""
     x = random_images(7, 3, 10, 13, torch.float32, device=device)
     labels = torch.tensor([3, 1, 4, 1, 5, 9, 2])
     for name, make in {**MIXERS, "cutout": lambda **kw: Cutout(10, fill=0.25, **kw)}.items():
         kw = dict(p=0.7, per_sample=per_sample, label_smoothing=0.1)
+        mixer = make(generator=torch.Generator().manual_seed(8), **kw)
+        partner, params, _ = mixer.sample(7, 10, 13)
+        targets, lam = mix_ops.mix_targets(x, labels, partner, params, mixer.mode, mixer.invert,
+                                           10, 0.1, mixer.mixes_labels)
+        three = (mix_ops.mix(x, partner, params, mixer.mode, mixer.invert, mixer._fill()),
+                 targets, lam, partner, params)
         one = make(generator=torch.Generator().manual_seed(8), **kw).mix(x, labels)
-        three = make(generator=torch.Generator().manual_seed(8), **kw).mix(x, labels, out=torch.empty_like(x))
-        for field, a, b in zip(one._fields, one, three):
-            assert a.device == b.device and torch.equal(a, b), (name, field)
+        buffer = torch.empty_like(x)
+        into = make(generator=torch.Generator().manual_seed(8), **kw).mix(x, labels, out=buffer)
+        assert into.images.data_ptr() == buffer.data_ptr()
+        for field, a, b, c in zip(one._fields, one, three, into):
+            assert a.device == b.device == c.device, (name, field)
+            assert torch.equal(a, b) and torch.equal(a, c), (name, field)
 
 
 def test_a_mixer_drawing_its_own_way_is_honoured():

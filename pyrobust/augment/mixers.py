@@ -117,7 +117,7 @@ class BatchMixer(abc.ABC):
 
     # Drawing runs once per batch on a handful of values, so its cost is the calls that make
     # them: one op draws everything (csrc/ops/mix_draw.cpp), lam and the targets are one op, the
-    # blend one more, and a call without out= makes all three from C++ in one op (mix_batch).
+    # blend one more, and a mixer's call makes all three from C++ in one op (mix_batch).
 
     @abc.abstractmethod
     def _draw_args(self) -> list:
@@ -160,12 +160,12 @@ class BatchMixer(abc.ABC):
             out: optional preallocated output (same shape, dtype, memory format; not ``images``).
         """
         self._check_inputs(images, labels)
-        if out is None and type(self).sample is BatchMixer.sample:
+        if type(self).sample is BatchMixer.sample:
             # The three ops below in one call: the same results, ~2 calls' worth of host time less.
             return MixOutput(*mix_ops.mix_batch(
                 images, labels, self.family, self._draw_args(), self.p, self.per_sample,
                 self.pairing, self.generator, self.mode, self.invert, self._fill(),
-                self.num_classes, self.label_smoothing, self.mixes_labels))
+                self.num_classes, self.label_smoothing, self.mixes_labels, out=out))
         n, _, height, width = images.shape
         partner, params, _ = self.sample(n, height, width)
         # One op for lam and the targets, made on the images' device (labels checked first, so a

@@ -51,7 +51,10 @@ def mix(
         invert: mask ``1 - gy * gx`` instead of ``gy * gx``.
         fill: mix with this constant instead of a partner image (Cutout).
         out: optional preallocated output, same shape, dtype and memory format as ``images``
-            and not aliasing them; reusing one avoids a fresh allocation per batch.
+            and not aliasing them; reusing one avoids a fresh allocation per batch. An eager
+            (data loader) option: ``mix.out`` returns its mutated argument, which
+            torch.compile cannot functionalize for a custom op, so compiled code calls the
+            functional form (whose buffers the compiler plans itself).
 
     Returns:
         ``(N, C, H, W)`` in the images' dtype and memory format (uint8 rounded to nearest).
@@ -159,18 +162,23 @@ def mix_batch(
     num_classes: int,
     label_smoothing: float = 0.0,
     mix_labels: bool = True,
+    *,
+    out: Optional[torch.Tensor] = None,
 ) -> tuple:
-    """One whole mixing call in one op: ``mix_draw``, ``mix_targets`` and ``mix`` run from C++,
-    with the same results, bit for bit, as the three called in turn on the same generator state
-    (each op called from Python costs ~6 us before any work; see ``csrc/ops/mix_batch.cpp``).
+    """One whole mixing call in one op: ``mix_draw``, ``mix_targets`` and ``mix`` (or ``mix.out``
+    into ``out``) run from C++, with the same results, bit for bit, as the three called in turn
+    on the same generator state (each op called from Python costs ~6 us before any work; see
+    ``csrc/ops/mix_batch.cpp``).
 
     Returns:
         ``(images, targets, lam, partner, params)``: as ``mix``, ``mix_targets`` and ``mix_draw``
         return them (no ``active``: a sample is mixed exactly when its partner is another one).
     """
-    return _ops.mix_batch(images, labels, family, [float(a) for a in args], float(p), per_sample,
-                          pairing, generator, mode, invert, fill, num_classes, label_smoothing,
-                          mix_labels)
+    inputs = (images, labels, family, [float(a) for a in args], float(p), per_sample, pairing,
+              generator, mode, invert, fill, num_classes, label_smoothing, mix_labels)
+    if out is None:
+        return _ops.mix_batch.default(*inputs)
+    return _ops.mix_batch.out(*inputs, out=out)
 
 
 @torch.library.register_fake("pyrobust::mix_draw")
