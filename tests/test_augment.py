@@ -102,10 +102,9 @@ def test_large_float32_batch_matches_reference(channels_last, use_fill):
 def check_uint8_rounding(out, x, partner, params, mode, invert, fill):
     # Stricter than the one-level tolerance: every byte is the blend rounded to nearest, up to
     # the float32 mask's own rounding (|error| <= 255 * ~2e-7) at a .5 tie.
-    g = reference.mix_mask(params, mode, invert, x.shape[2], x.shape[3])[:, None]
-    xd = x.double()
-    other = torch.full_like(xd, min(max(fill, 0.0), 255.0)) if fill is not None else xd[partner]
-    exact = g * xd + (1 - g) * other
+    # The reference blend of the same bytes in float64, unrounded (the fill saturated first).
+    fill = None if fill is None else min(max(fill, 0.0), 255.0)
+    exact = reference.mix(x.double(), partner, params, mode, invert, fill)
     err = (out.double() - exact).abs().max().item()
     assert err <= 0.5 + 1e-4, f"max |out - blend| = {err}"
 

@@ -12,7 +12,6 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/stack.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -148,8 +147,7 @@ void check_partner(const at::Tensor& partner, int64_t n) {
     return;
   }
   if (partner.numel() == 0) return;
-  const auto range = at::stack({partner.min(), partner.max()}).cpu();
-  const int64_t lo = range[0].item<int64_t>(), hi = range[1].item<int64_t>();
+  const auto [lo, hi] = value_range(partner);
   TORCH_CHECK(lo >= 0 && hi < n, "partner should hold indices in [0, ", n,
               "), got values from ", lo, " to ", hi);
 }
