@@ -78,7 +78,7 @@ def test_opcheck():
 
 
 def test_bad_kernel_arguments():
-    with pytest.raises(RuntimeError, match="target should hold class indices"):
+    with pytest.raises(ValueError, match="target should hold class indices"):
         ops.loss_grad(torch.zeros(3, 1, 4), torch.tensor([0, 4, 1]), torch.ones(3))
     with pytest.raises(RuntimeError, match="logits should be a 3-D"):
         ops.loss_grad(torch.zeros(3, 4), torch.tensor([0, 1, 1]), torch.ones(3))

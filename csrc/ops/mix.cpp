@@ -14,12 +14,9 @@
 //     `images` gives the batch's size and device: the targets of a mix are made where it is.
 #include "ops/mix.h"
 
-#include <ATen/Dispatch_v2.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/aminmax.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/stack.h>
 
 #include <torch/library.h>
 
@@ -120,29 +117,8 @@ MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
   return parsed;
 }
 
-std::pair<int64_t, int64_t> value_range(const at::Tensor& values) {
-  TORCH_CHECK(values.numel() > 0, "value_range of an empty tensor");
-  if (!values.is_cpu()) {
-    auto [lo, hi] = at::aminmax(values);
-    const at::Tensor range = at::stack({lo, hi}).to(at::kLong).cpu();  // the one sync
-    return {range[0].item<int64_t>(), range[1].item<int64_t>()};
-  }
-  int64_t low = 0, high = 0;
-  const at::Tensor v = values.contiguous();
-  AT_DISPATCH_V2(v.scalar_type(), "pyrobust_value_range", AT_WRAP([&] {
-    const scalar_t* p = v.data_ptr<scalar_t>();
-    const auto [lo, hi] = std::minmax_element(p, p + v.numel());
-    low = static_cast<int64_t>(*lo);
-    high = static_cast<int64_t>(*hi);
-  }), AT_EXPAND(AT_INTEGRAL_TYPES_V2));
-  return {low, high};
-}
-
 void check_label_range(const at::Tensor& labels, int64_t num_classes) {
-  if (labels.numel() == 0) return;
-  const auto [low, high] = value_range(labels);
-  TORCH_CHECK_VALUE(low >= 0 && high < num_classes, "labels should be in [0, num_classes=",
-                    num_classes, "), got ", low < 0 ? low : high);
+  check_index_range(labels, num_classes, "labels");
 }
 
 MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int64_t height,

@@ -8,6 +8,7 @@
 #include <string>
 #include <utility>
 
+#include "ops/checks.h"
 #include "ops/mix_profiles.h"
 
 namespace pyrobust {
@@ -52,8 +53,6 @@ MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
                             const at::Tensor& partner, const at::Tensor& params,
                             const std::string& mode, int64_t num_classes,
                             double label_smoothing);
-// (min, max) of a non-empty integer tensor: a loop for a host tensor, one sync for a device one.
-std::pair<int64_t, int64_t> value_range(const at::Tensor& values);
 // Every label in [0, num_classes) (a ValueError naming the first bound crossed). Host labels are
 // checked in a loop; labels on a device cost one sync.
 void check_label_range(const at::Tensor& labels, int64_t num_classes);

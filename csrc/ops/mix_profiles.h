@@ -14,11 +14,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PYROBUST_HD __host__ __device__ __forceinline__
-#else
-#define PYROBUST_HD inline
-#endif
+#include "ops/hd.h"
 
 namespace pyrobust {
 

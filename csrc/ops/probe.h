@@ -3,7 +3,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 #include <tuple>
+
+#include "ops/hd.h"
 
 namespace pyrobust {
 
@@ -11,10 +15,32 @@ namespace pyrobust {
 constexpr int64_t kLossGradStats = 2;   // sum w*loss, sum w*curvature
 constexpr int64_t kLineStats = 3;       // sum w*loss, sum w*dloss/dt, sum w*d2loss/dt2
 
+// Typed entries of the ops (through the dispatcher, so every backend and the autograd / tracing
+// layers see the call), for C++ callers such as the solver.
+std::tuple<at::Tensor, at::Tensor> probe_loss_grad(const at::Tensor& logits,
+                                                   const at::Tensor& target,
+                                                   const at::Tensor& weight,
+                                                   bool check_target = true);
+at::Tensor probe_line_stats(const at::Tensor& logits, const at::Tensor& direction,
+                            const at::Tensor& target, const at::Tensor& weight,
+                            const at::Tensor& step, bool check_target = true);
+
+// Shapes, dtypes and devices of (logits, target, weight); K >= 1. Checked before a kernel
+// touches a device (a tensor on the wrong device is named, not met inside a device guard).
 void check_probe_logits(const at::Tensor& logits, const at::Tensor& target,
                         const at::Tensor& weight);
+// Every target a class of the model with `k` logits: in {0, 1} for k == 1 (binomial), in [0, k)
+// otherwise. A host loop, or one sync for targets on a device: the public ops check each call
+// (check_target=True); the solver checks once and calls them with check_target=False.
+void check_probe_targets(const at::Tensor& target, int64_t k);
 void check_probe_line_args(const at::Tensor& logits, const at::Tensor& direction,
                            const at::Tensor& target, const at::Tensor& weight,
                            const at::Tensor& step);
+
+// A target the checks would refuse, met by a kernel called with check_target=False: the row
+// contributes NaN (to its loss and gradient) instead of reading outside its logits.
+PYROBUST_HD bool probe_target_ok(int64_t y, int64_t k) {
+  return y >= 0 && y < (k == 1 ? 2 : k);
+}
 
 }  // namespace pyrobust

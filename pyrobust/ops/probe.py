@@ -13,19 +13,22 @@ from pyrobust.ops import _library  # noqa: F401  (loads the compiled core)
 __all__ = ["loss_grad", "line_stats", "solve"]
 
 
-def loss_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor):
+def loss_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, *,
+              check_target: bool = True):
     """Fused softmax/sigmoid cross-entropy and its gradient with respect to the logits.
 
     Args:
-        logits: ``(N, m, K)`` float32/float64.
+        logits: ``(N, m, K)`` float32/float64, ``K >= 1``.
         target: ``(N,)`` int64 class indices (``{0, 1}`` when ``K == 1``).
         weight: ``(N,)`` per-sample weights, dtype of ``logits``.
+        check_target: check that every target is a class of the model (a ValueError otherwise;
+            one device sync for CUDA targets). With ``False`` a bad target gives NaN for its row.
 
     Returns:
         ``grad`` ``(N, m, K)`` = ``weight * (p - onehot)`` and ``stats`` ``(m, 2)`` float64:
         weighted sums of the loss and of the mean per-sample curvature.
     """
-    return torch.ops.pyrobust.probe_loss_grad(logits, target, weight)
+    return torch.ops.pyrobust.probe_loss_grad(logits, target, weight, check_target=check_target)
 
 
 def line_stats(
@@ -34,10 +37,14 @@ def line_stats(
     target: torch.Tensor,
     weight: torch.Tensor,
     step: torch.Tensor,
+    *,
+    check_target: bool = True,
 ) -> torch.Tensor:
     """``(m, 3)`` float64: weighted loss sum and its first two derivatives in ``t`` at
-    ``logits + step[c] * direction`` (``step`` is ``(m,)`` float64)."""
-    return torch.ops.pyrobust.probe_line_stats(logits, direction, target, weight, step)
+    ``logits + step[c] * direction`` (``step`` is ``(m,)`` float64, on the logits' device or
+    the CPU). ``check_target`` as in :func:`loss_grad`."""
+    return torch.ops.pyrobust.probe_line_stats(logits, direction, target, weight, step,
+                                               check_target=check_target)
 
 
 def solve(
@@ -91,12 +98,12 @@ def solve(
 
 
 @torch.library.register_fake("pyrobust::probe_loss_grad")
-def _loss_grad_fake(logits, target, weight):
+def _loss_grad_fake(logits, target, weight, *, check_target=True):
     return torch.empty_like(logits), logits.new_empty((logits.shape[1], 2), dtype=torch.float64)
 
 
 @torch.library.register_fake("pyrobust::probe_line_stats")
-def _line_stats_fake(logits, direction, target, weight, step):
+def _line_stats_fake(logits, direction, target, weight, step, *, check_target=True):
     return logits.new_empty((logits.shape[1], 3), dtype=torch.float64)
 
 

@@ -39,10 +39,10 @@ inline T store(A v) {
 }
 template <>
 inline uint8_t store<uint8_t, float>(float v) {
-  // Round to nearest (ties up). No clamp is needed: G is in [0, 1] and both blended values are
-  // in [0, 255] (a uint8 fill is saturated before the pass), and a branch-free float -> int32 ->
-  // byte conversion keeps the loop vectorised.
-  return static_cast<uint8_t>(static_cast<int32_t>(v + 0.5f));
+  // Saturate to [0, 255], then round to nearest (ties up), as the CUDA kernel does. A blend of
+  // two bytes with G in [0, 1] is in range already; a user's lam outside [0, 1] (constant mode)
+  // is not. min / max and the float -> int32 -> byte conversion keep the loop vectorised.
+  return static_cast<uint8_t>(static_cast<int32_t>(std::min(std::max(v, 0.0f), 255.0f) + 0.5f));
 }
 
 // One sample's profile along one axis: out[k] = mask_profile(mode, p, axis, k), k < length.
@@ -165,7 +165,7 @@ inline void stream_fence() { _mm_sfence(); }
 // values/s a thread in cache, so a uint8 batch was compute-bound at a fifth of its memory
 // ceiling. Here 8 values widen with one vpmovzxbd and one conversion, 32 results narrow with two
 // packs and a permute, and the blend is one FMA:
-//     out = trunc(g (a - b) + (b + 1/2)),   g = base + gy gx[k]   (one FMA too)
+//     out = trunc(clamp(g (a - b) + (b + 1/2), 1/2, 255 + 1/2)),   g = base + gy gx[k]
 // a - b and b + 1/2 are exact in float for bytes, so the value is rounded once (blend_row rounds
 // g a, (1 - g) b and their sum): it is the round-half-up of the blend but where that single
 // rounding carries a value within one float ulp below a .5 boundary across it, one level. g = 1
@@ -186,8 +186,8 @@ __attribute__((target("avx2,fma"))) void blend_u8_fma(const uint8_t* a, const ui
   for (int64_t k = 0; k < n; ++k) {
     const float g = __builtin_fmaf(gy, gx[k], base);
     const float bv = b != nullptr ? static_cast<float>(b[k]) : fill;
-    o[k] = static_cast<uint8_t>(
-        static_cast<int32_t>(__builtin_fmaf(g, static_cast<float>(a[k]) - bv, bv + 0.5f)));
+    const float r = __builtin_fmaf(g, static_cast<float>(a[k]) - bv, bv + 0.5f);
+    o[k] = static_cast<uint8_t>(static_cast<int32_t>(std::min(std::max(r, 0.5f), 255.5f)));
   }
 }
 
@@ -203,6 +203,7 @@ __attribute__((target("avx2,fma"))) void blend_row_u8_avx2(const uint8_t* a, con
   }
   const __m256 vbase = _mm256_set1_ps(base), vgy = _mm256_set1_ps(gy);
   const __m256 vhalf = _mm256_set1_ps(0.5f), vfill = _mm256_set1_ps(fill);
+  const __m256 vhigh = _mm256_set1_ps(255.5f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (; k + 32 <= n; k += 32) {
     __m256i q[4];
@@ -211,7 +212,9 @@ __attribute__((target("avx2,fma"))) void blend_row_u8_avx2(const uint8_t* a, con
       const __m256 vb = b != nullptr ? widen(b + k + 8 * u) : vfill;
       const __m256 r = _mm256_fmadd_ps(g, _mm256_sub_ps(widen(a + k + 8 * u), vb),
                                        _mm256_add_ps(vb, vhalf));
-      q[u] = _mm256_cvttps_epi32(r);  // r >= 0: truncation of r rounds the blend half up
+      // Saturated as the tail and the other backends do (a float beyond int32's range would
+      // convert to INT_MIN, and pack to 0), then truncated: r >= 0.5 rounds the blend half up.
+      q[u] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, vhalf), vhigh));
     }
     // packus works within 128-bit lanes: the bytes come out as dwords 0 4 1 5 2 6 3 7.
     const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),

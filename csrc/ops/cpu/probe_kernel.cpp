@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "ops/cpu/simd.h"
@@ -86,6 +87,11 @@ void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g
   for (int64_t n = r0; n < r1; ++n) {
     const int64_t y = target[n];
     const T w = weight[n];
+    if (!probe_target_ok(y, k)) {
+      std::fill(g_all + n * m * k, g_all + (n + 1) * m * k, std::numeric_limits<T>::quiet_NaN());
+      for (int64_t c = 0; c < m; ++c) partial[c * kLossGradStats] = NAN;
+      continue;
+    }
     for (int64_t c = 0; c < m; ++c) {
       const T* z = z_all + (n * m + c) * k;
       T* g = g_all + (n * m + c) * k;
@@ -120,6 +126,10 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
   for (int64_t n = r0; n < r1; ++n) {
     const int64_t y = target[n];
     const double w = weight[n];
+    if (!probe_target_ok(y, k)) {
+      for (int64_t c = 0; c < m; ++c) partial[c * kLineStats] = NAN;
+      continue;
+    }
     for (int64_t c = 0; c < m; ++c) {
       const T* z = z_all + (n * m + c) * k;
       const T* d = d_all + (n * m + c) * k;
@@ -164,17 +174,14 @@ at::Tensor sum_blocks(const std::vector<double>& partial, int64_t nb, int64_t m,
 
 std::tuple<at::Tensor, at::Tensor> probe_loss_grad_cpu(const at::Tensor& logits,
                                                        const at::Tensor& target,
-                                                       const at::Tensor& weight) {
+                                                       const at::Tensor& weight,
+                                                       bool check_target) {
   check_probe_logits(logits, target, weight);
   const auto z = logits.contiguous();
   const auto y = target.contiguous();
   const auto w = weight.contiguous();
   const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
-  if (k > 1 && n > 0) {
-    const auto lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
-    TORCH_CHECK(lo >= 0 && hi < k, "target should hold class indices in [0, ", k, "), got [", lo,
-                ", ", hi, "]");
-  }
+  if (check_target) check_probe_targets(y, k);
   auto grad = at::empty_like(z);
   const int64_t nb = num_blocks(n);
   std::vector<double> partial(nb * m * kLossGradStats, 0.0);
@@ -195,7 +202,7 @@ std::tuple<at::Tensor, at::Tensor> probe_loss_grad_cpu(const at::Tensor& logits,
 
 at::Tensor probe_line_stats_cpu(const at::Tensor& logits, const at::Tensor& direction,
                                 const at::Tensor& target, const at::Tensor& weight,
-                                const at::Tensor& step) {
+                                const at::Tensor& step, bool check_target) {
   check_probe_line_args(logits, direction, target, weight, step);
   const auto z = logits.contiguous();
   const auto d = direction.contiguous();
@@ -203,6 +210,7 @@ at::Tensor probe_line_stats_cpu(const at::Tensor& logits, const at::Tensor& dire
   const auto w = weight.contiguous();
   const auto t = step.to(at::kCPU).contiguous();
   const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
+  if (check_target) check_probe_targets(y, k);
   const int64_t nb = num_blocks(n);
   std::vector<double> partial(nb * m * kLineStats, 0.0);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "probe_line_stats_cpu", [&] {

@@ -16,7 +16,6 @@
 // X @ [direction] and one X^T @ G; the line search is an exact 1-D Newton on the cached logits of
 // the direction, costing no product with X.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -30,24 +29,6 @@
 
 namespace pyrobust {
 namespace {
-
-std::tuple<at::Tensor, at::Tensor> call_loss_grad(const at::Tensor& z, const at::Tensor& y,
-                                                  const at::Tensor& w) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::probe_loss_grad", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
-  return op.call(z, y, w);
-}
-
-at::Tensor call_line_stats(const at::Tensor& z, const at::Tensor& d, const at::Tensor& y,
-                           const at::Tensor& w, const at::Tensor& t) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::probe_line_stats", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&, const at::Tensor&)>();
-  return op.call(z, d, y, w, t);
-}
 
 struct Pair {  // a (coefficients, intercept) pair: (D, m, K) and (m, K)
   at::Tensor W, b;
@@ -158,10 +139,16 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
     TORCH_CHECK(lam[c] >= 0 && std::isfinite(lam[c]), "lambdas should be finite and >= 0, got ",
                 lam[c]);
   const auto lam_t = on(lambdas).view({1, m, 1});
+  TORCH_CHECK_TYPE(at::isIntegralType(target.scalar_type(), /*includeBool=*/false),
+                   "target should be an integer tensor of class indices, got ",
+                   target.scalar_type());
+  TORCH_CHECK_VALUE(k >= 1, "coef should have K >= 1 classes, got shape ", coef.sizes());
   const auto y = target.to(dev, at::kLong).contiguous();
   const auto w = on(weight);
   TORCH_CHECK(y.numel() == n && w.numel() == n, "target and weight should have N = ", n,
               " entries, got ", y.numel(), " and ", w.numel());
+  // Once here, so the fused kernels skip the check (and its device sync) on every iteration.
+  check_probe_targets(target, k);
   const double wsum = w.sum(at::kDouble).item<double>();
   // |G| = |w| |p - onehot| <= max |w|: the bound that scales G's split (no pass over G for it).
   const double wmax = split ? w.abs().max().item<double>() : 0.0;
@@ -236,7 +223,7 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
 
   Pair x{coef.to(dev, dt).permute({1, 0, 2}).contiguous(), on(intercept).clone()};
   auto Z = forward(x);
-  auto [G, stats] = call_loss_grad(Z.view({n, m, k}), y, w);
+  auto [G, stats] = probe_loss_grad(Z.view({n, m, k}), y, w, /*check_target=*/false);
   Pair g = full_grad(G.view({n, m * k}), x);
   std::deque<History> hist;
   // Pairs carried over from the previous C of a path, packed (h, D + 1, K) (the intercept is row
@@ -348,7 +335,8 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
       bool pending = false;
       for (int64_t c = 0; c < m; ++c) pending = pending || !done[c];
       if (!pending) break;
-      const auto st = call_line_stats(Z.view({n, m, k}), Zd.view({n, m, k}), y, w, step.to(dev))
+      const auto st = probe_line_stats(Z.view({n, m, k}), Zd.view({n, m, k}), y, w,
+                                       step.to(dev), /*check_target=*/false)
                           .to(at::kCPU)
                           .contiguous();
       const double* sp = st.data_ptr<double>();
@@ -381,7 +369,7 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
       else
         Z.view({n, m, k}).addcmul_(Zd.view({n, m, k}), tt.view({1, m, 1}));
     }
-    std::tie(G, stats) = call_loss_grad(Z.view({n, m, k}), y, w);
+    std::tie(G, stats) = probe_loss_grad(Z.view({n, m, k}), y, w, /*check_target=*/false);
     Pair ng = full_grad(G.view({n, m * k}), x);
     Pair yv{ng.W - g.W, ng.b - g.b};
     auto sy = dot(sstep, yv);

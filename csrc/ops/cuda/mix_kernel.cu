@@ -19,6 +19,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstring>
 #include <tuple>
 #include <vector>
@@ -198,6 +199,10 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   const std::string mode_str(mode_name);
   const MaskMode mode = check_mix_args(images_in, partner_in, params_in, mode_str);
   check_mix_fill(fill);
+  // Reached when any argument is on a CUDA device: the images and out must both be.
+  TORCH_CHECK(images_in.is_cuda() && out.device() == images_in.device(),
+              "images and out should be on one CUDA device, got images on ", images_in.device(),
+              " and out on ", out.device());
   c10::cuda::CUDAGuard guard(images_in.device());
   // A channels-last input stays as it is (suggest_memory_format keeps it), anything else is made
   // contiguous.
@@ -282,11 +287,23 @@ __device__ double block_mask_mean(MaskMode mode, const float* p, bool invert, in
   return invert ? 1.0 - mean : mean;
 }
 
-// One block per sample.
+// One block per sample: sample first + blockIdx.x.
 __global__ void lambda_kernel(const float* __restrict__ params, MaskMode mode, bool invert,
-                              int64_t h, int64_t w, float* __restrict__ lam) {
-  const double mean = block_mask_mean(mode, params + blockIdx.x * kMixParams, invert, h, w);
-  if (threadIdx.x == 0) lam[blockIdx.x] = static_cast<float>(mean);
+                              int64_t h, int64_t w, int64_t first, float* __restrict__ lam) {
+  const int64_t i = first + blockIdx.x;
+  const double mean = block_mask_mean(mode, params + i * kMixParams, invert, h, w);
+  if (threadIdx.x == 0) lam[i] = static_cast<float>(mean);
+}
+
+// Launches `launch(blocks, first)` for n one-block-per-sample jobs in slices of at most 2^31 - 1
+// blocks (the grid's x limit).
+template <typename Launch>
+void for_each_sample_slice(int64_t n, const Launch& launch) {
+  constexpr int64_t kMaxGridX = (int64_t(1) << 31) - 1;
+  for (int64_t first = 0; first < n; first += kMaxGridX) {
+    launch(static_cast<unsigned>(std::min(kMaxGridX, n - first)), first);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
 at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
@@ -295,12 +312,11 @@ at::Tensor mix_lambda_cuda(const at::Tensor& params_in, c10::string_view mode_na
   c10::cuda::CUDAGuard guard(params_in.device());
   const at::Tensor params = params_in.contiguous();
   const int64_t n = params.size(0);
-  TORCH_CHECK(n < (int64_t(1) << 31), "mix_lambda takes fewer than 2^31 samples, got ", n);
   at::Tensor lam = at::empty({n}, params.options());
-  if (n == 0) return lam;
-  lambda_kernel<<<static_cast<unsigned>(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      params.data_ptr<float>(), mode, invert, height, width, lam.data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  for_each_sample_slice(n, [&](unsigned blocks, int64_t first) {
+    lambda_kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        params.data_ptr<float>(), mode, invert, height, width, first, lam.data_ptr<float>());
+  });
   return lam;
 }
 
@@ -311,10 +327,10 @@ __global__ void targets_kernel(const float* __restrict__ params,
                                const int64_t* __restrict__ partner,
                                const int64_t* __restrict__ labels, MaskMode mode, bool invert,
                                int64_t h, int64_t w, int64_t k, float floor, float keep,
-                               bool mix_labels, float* __restrict__ targets,
+                               bool mix_labels, int64_t first, float* __restrict__ targets,
                                float* __restrict__ lam) {
   __shared__ float weights[2];
-  const int64_t i = blockIdx.x;
+  const int64_t i = first + blockIdx.x;
   const int64_t j = mix_labels ? partner[i] : i;
   const bool mixed = j != i && h > 0 && w > 0;  // the same for the whole block
   const double mean = mixed ? block_mask_mean(mode, params + i * kMixParams, invert, h, w) : 1.0;
@@ -344,7 +360,6 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cuda(
                                            std::string(mode_name), num_classes, label_smoothing);
   c10::cuda::CUDAGuard guard(images.device());
   const int64_t n = images.size(0);
-  TORCH_CHECK(n < (int64_t(1) << 31), "mix_targets takes fewer than 2^31 samples, got ", n);
   const auto opts = images.options().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous);
   at::Tensor targets = at::empty({n, num_classes}, opts);
   at::Tensor lam = at::empty({n}, opts);
@@ -352,11 +367,12 @@ std::tuple<at::Tensor, at::Tensor> mix_targets_cuda(
   if (mix_labels) check_partner(partner_in, n);
   const auto dev = on_device({labels_in.to(at::kLong), partner_in, params_in}, images.device());
   const TargetWeights tw = target_weights(label_smoothing, num_classes);
-  targets_kernel<<<static_cast<unsigned>(n), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      dev[2].data_ptr<float>(), dev[1].data_ptr<int64_t>(), dev[0].data_ptr<int64_t>(), mode,
-      invert, images.size(2), images.size(3), num_classes, tw.floor, tw.keep, mix_labels,
-      targets.data_ptr<float>(), lam.data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  for_each_sample_slice(n, [&](unsigned blocks, int64_t first) {
+    targets_kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        dev[2].data_ptr<float>(), dev[1].data_ptr<int64_t>(), dev[0].data_ptr<int64_t>(), mode,
+        invert, images.size(2), images.size(3), num_classes, tw.floor, tw.keep, mix_labels,
+        first, targets.data_ptr<float>(), lam.data_ptr<float>());
+  });
   return {targets, lam};
 }
 

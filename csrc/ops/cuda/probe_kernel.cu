@@ -1,6 +1,7 @@
 // CUDA kernels of the probe family: fused softmax / sigmoid, cross-entropy, gradient and
 // line-search statistics. One warp per (sample, C) row; the warps of a block share one C, reduce
 // their float64 sums in shared memory and add them to the output with one atomic per block.
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -9,6 +10,8 @@
 #include <torch/library.h>
 
 #include "ops/probe.h"
+
+#include <algorithm>
 
 namespace pyrobust {
 namespace {
@@ -51,20 +54,28 @@ __device__ inline void block_add(double (&vals)[S], double* out) {
   }
 }
 
+// p = exp(z - max) / sum exp(z - max), as the CPU kernel computes it: p taken as exp(z - lse)
+// with lse = max + log(sum) rounded to float would carry lse's rounding (~|lse| 2^-24, 1e-6 at
+// |lse| ~ 20) into every p, and rows of the gradient would no longer sum to 0. The loss is
+// lse - z[y] in float64.
 template <typename T>
 __global__ void loss_grad_kernel(const T* __restrict__ z_all, const int64_t* __restrict__ target,
                                  const T* __restrict__ weight, T* __restrict__ g_all,
-                                 double* __restrict__ stats, int64_t n, int64_t m, int64_t k) {
+                                 double* __restrict__ stats, int64_t n, int64_t m, int64_t k,
+                                 int64_t c0) {
   const int lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int64_t c = blockIdx.y;
+  const int64_t c = c0 + blockIdx.y;
   double vals[kLossGradStats] = {0.0, 0.0};
   if (row < n) {
     const T* z = z_all + (row * m + c) * k;
     T* g = g_all + (row * m + c) * k;
     const int64_t y = target[row];
     const T w = weight[row];
-    if (k == 1) {
+    if (!probe_target_ok(y, k)) {
+      for (int64_t j = lane; j < k; j += 32) g[j] = T(NAN);
+      if (lane == 0) vals[0] = NAN;
+    } else if (k == 1) {
       if (lane == 0) {
         const T p = sigmoid(z[0]);
         vals[0] = double(w) * (softplus(z[0]) - T(y) * z[0]);
@@ -78,16 +89,16 @@ __global__ void loss_grad_kernel(const T* __restrict__ z_all, const int64_t* __r
       T se = 0;
       for (int64_t j = lane; j < k; j += 32) se += exp(z[j] - mx);
       se = warp_sum(se);
-      const T lse = mx + log(se);
+      const T inv = T(1) / se;
       T sq = 0;
       for (int64_t j = lane; j < k; j += 32) {
-        const T p = exp(z[j] - lse);
+        const T p = exp(z[j] - mx) * inv;
         sq += p * p;
-        g[j] = w * (p - T(j == y));
+        g[j] = w * p - (j == y ? w : T(0));
       }
       sq = warp_sum(sq);
       if (lane == 0) {
-        vals[0] = double(w) * double(lse - z[y]);
+        vals[0] = double(w) * (double(mx) + log(double(se)) - double(z[y]));
         vals[1] = double(w) * double(T(1) - sq) / double(k - 1);
       }
     }
@@ -99,10 +110,11 @@ template <typename T>
 __global__ void line_stats_kernel(const T* __restrict__ z_all, const T* __restrict__ d_all,
                                   const int64_t* __restrict__ target,
                                   const T* __restrict__ weight, const double* __restrict__ step,
-                                  double* __restrict__ stats, int64_t n, int64_t m, int64_t k) {
+                                  double* __restrict__ stats, int64_t n, int64_t m, int64_t k,
+                                  int64_t c0) {
   const int lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int64_t c = blockIdx.y;
+  const int64_t c = c0 + blockIdx.y;
   double vals[kLineStats] = {0.0, 0.0, 0.0};
   if (row < n) {
     const T* z = z_all + (row * m + c) * k;
@@ -110,7 +122,9 @@ __global__ void line_stats_kernel(const T* __restrict__ z_all, const T* __restri
     const int64_t y = target[row];
     const double w = weight[row];
     const T t = T(step[c]);
-    if (k == 1) {
+    if (!probe_target_ok(y, k)) {
+      if (lane == 0) vals[0] = NAN;
+    } else if (k == 1) {
       if (lane == 0) {
         const T zt = z[0] + t * d[0];
         const T p = sigmoid(zt);
@@ -142,41 +156,56 @@ __global__ void line_stats_kernel(const T* __restrict__ z_all, const T* __restri
   block_add<kLineStats>(vals, stats + c * kLineStats);
 }
 
-dim3 grid_for(int64_t n, int64_t m) {
-  TORCH_CHECK(m <= 65535, "at most 65535 values of C per call, got ", m);
-  return dim3(static_cast<unsigned>((n + kWarps - 1) / kWarps), static_cast<unsigned>(m));
+// Launches `launch(grid, c0)` over the m values of C in slices of at most 65,535 (the grid's y
+// limit), each slice a grid of (row blocks, slice length).
+template <typename Launch>
+void for_each_c_slice(int64_t n, int64_t m, const Launch& launch) {
+  constexpr int64_t kMaxGridY = 65535;
+  const auto row_blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
+  for (int64_t c0 = 0; c0 < m; c0 += kMaxGridY) {
+    launch(dim3(row_blocks, static_cast<unsigned>(std::min(kMaxGridY, m - c0))), c0);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// The CUDA kernels are reached when any tensor argument is on a CUDA device; the logits must be
+// (a host logits tensor with a CUDA step would otherwise meet the device guard).
+void check_logits_on_cuda(const at::Tensor& logits) {
+  TORCH_CHECK(logits.is_cuda(), "logits should be on the CUDA device of the other arguments, got ",
+              logits.device());
 }
 
 std::tuple<at::Tensor, at::Tensor> probe_loss_grad_cuda(const at::Tensor& logits,
                                                         const at::Tensor& target,
-                                                        const at::Tensor& weight) {
+                                                        const at::Tensor& weight,
+                                                        bool check_target) {
   check_probe_logits(logits, target, weight);
+  check_logits_on_cuda(logits);
   c10::cuda::CUDAGuard guard(logits.device());
   const auto z = logits.contiguous();
   const auto y = target.contiguous();
   const auto w = weight.contiguous();
   const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
+  if (check_target) check_probe_targets(y, k);
   auto grad = at::empty_like(z);
   auto stats = at::zeros({m, kLossGradStats}, z.options().dtype(at::kDouble));
   if (n == 0 || m == 0) return {grad, stats};
   auto stream = at::cuda::getCurrentCUDAStream();
-  if (z.scalar_type() == at::kFloat) {
-    loss_grad_kernel<float><<<grid_for(n, m), kWarps * 32, 0, stream>>>(
-        z.data_ptr<float>(), y.data_ptr<int64_t>(), w.data_ptr<float>(), grad.data_ptr<float>(),
-        stats.data_ptr<double>(), n, m, k);
-  } else {
-    loss_grad_kernel<double><<<grid_for(n, m), kWarps * 32, 0, stream>>>(
-        z.data_ptr<double>(), y.data_ptr<int64_t>(), w.data_ptr<double>(),
-        grad.data_ptr<double>(), stats.data_ptr<double>(), n, m, k);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "probe_loss_grad_cuda", [&] {
+    for_each_c_slice(n, m, [&](dim3 grid, int64_t c0) {
+      loss_grad_kernel<scalar_t><<<grid, kWarps * 32, 0, stream>>>(
+          z.data_ptr<scalar_t>(), y.data_ptr<int64_t>(), w.data_ptr<scalar_t>(),
+          grad.data_ptr<scalar_t>(), stats.data_ptr<double>(), n, m, k, c0);
+    });
+  });
   return {grad, stats};
 }
 
 at::Tensor probe_line_stats_cuda(const at::Tensor& logits, const at::Tensor& direction,
                                  const at::Tensor& target, const at::Tensor& weight,
-                                 const at::Tensor& step) {
+                                 const at::Tensor& step, bool check_target) {
   check_probe_line_args(logits, direction, target, weight, step);
+  check_logits_on_cuda(logits);
   c10::cuda::CUDAGuard guard(logits.device());
   const auto z = logits.contiguous();
   const auto d = direction.contiguous();
@@ -184,19 +213,17 @@ at::Tensor probe_line_stats_cuda(const at::Tensor& logits, const at::Tensor& dir
   const auto w = weight.contiguous();
   const auto t = step.to(logits.device()).contiguous();
   const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
+  if (check_target) check_probe_targets(y, k);
   auto stats = at::zeros({m, kLineStats}, z.options().dtype(at::kDouble));
   if (n == 0 || m == 0) return stats;
   auto stream = at::cuda::getCurrentCUDAStream();
-  if (z.scalar_type() == at::kFloat) {
-    line_stats_kernel<float><<<grid_for(n, m), kWarps * 32, 0, stream>>>(
-        z.data_ptr<float>(), d.data_ptr<float>(), y.data_ptr<int64_t>(), w.data_ptr<float>(),
-        t.data_ptr<double>(), stats.data_ptr<double>(), n, m, k);
-  } else {
-    line_stats_kernel<double><<<grid_for(n, m), kWarps * 32, 0, stream>>>(
-        z.data_ptr<double>(), d.data_ptr<double>(), y.data_ptr<int64_t>(), w.data_ptr<double>(),
-        t.data_ptr<double>(), stats.data_ptr<double>(), n, m, k);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "probe_line_stats_cuda", [&] {
+    for_each_c_slice(n, m, [&](dim3 grid, int64_t c0) {
+      line_stats_kernel<scalar_t><<<grid, kWarps * 32, 0, stream>>>(
+          z.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), y.data_ptr<int64_t>(),
+          w.data_ptr<scalar_t>(), t.data_ptr<double>(), stats.data_ptr<double>(), n, m, k, c0);
+    });
+  });
   return stats;
 }
 
