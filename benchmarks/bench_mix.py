@@ -148,10 +148,10 @@ def main(argv=None) -> int:
     # of microseconds, so the mixer's per-call host work shows beside it. partner and params on
     # the host, as the mixers pass them (a partner on the device costs a sync for its check).
     partner, params, _ = circle.sample(n, args.size, args.size)
-    rows.append(("pyrobust mix op alone (circle, sample, out=)", "float32", measure(lambda: mix_ops.mix(x32, partner, params, circle.mode, out=out32), args.min_time, dev)))
+    rows.append(("pyrobust mix op alone (circle, sample, out=)", "float32", measure(lambda: mix_ops.mix(x32, partner, params, circle.profile, out=out32), args.min_time, dev)))
     tiny = torch.rand(n, 3, 2, 2, device=dev)
     host_us = measure(lambda: circle(tiny, y_host), args.min_time, dev) * 1e6
-    targets_us = measure(lambda: mix_ops.mix_targets(x32, y_host, partner, params, circle.mode, False, k),
+    targets_us = measure(lambda: mix_ops.mix_targets(x32, y_host, partner, params, circle.profile, False, k),
                          args.min_time, dev) * 1e6
     if not args.quick:
         for name, fn in incumbents(x32, y, k):

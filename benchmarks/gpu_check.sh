@@ -35,7 +35,8 @@ $PY -c "import pyrobust, torch; assert pyrobust.has_cuda_kernels() and torch.cud
 # issue 3's target first: 45 C on ImageNet-sized float16 features (1.28M x 2048, K = 1000)
 step probe_imagenet 240 "$PY" benchmarks/bench_probe.py --device cuda --n 1281167 --n-val 50000 \
   --d 2048 --k 1000 --n-c 45 --half --skip-slow --progress
-step pytest_cuda 180 "$PY" -m pytest -q -ra -k cuda -p no:cacheprovider tests/test_augment.py tests/test_probe.py
+step pytest_cuda 180 "$PY" -m pytest -q -ra -k cuda -p no:cacheprovider tests/test_mix_op.py tests/test_mixers.py \
+  tests/test_collate.py tests/test_probe.py
 step bench_mix 150 "$PY" benchmarks/bench_mix.py --device cuda --min-time 0.3
 step bench_mix_256 90 "$PY" benchmarks/bench_mix.py --device cuda --min-time 0.3 --batch 256 --quick
 step probe_default 90 "$PY" benchmarks/bench_probe.py --device cuda --skip-slow

@@ -1,4 +1,4 @@
-"""Where a classifier looks: Grad-CAM and the hard-/soft-edge patch probe of the SmoothMix study.
+"""Where a classifier looks: Grad-CAM and the hard-/soft-edge pasted patches of the SmoothMix study.
 
 - :func:`grad_cam` — Grad-CAM (Selvaraju et al., ICCV 2017). For the activation ``A`` (``K`` maps of
   ``h × w``) of a target layer and the score ``y_c`` (the logit, before softmax) of class ``c``:
@@ -11,9 +11,10 @@
   that ends in global average pooling and a linear layer with the target layer right before the
   pool, ``alpha_k = W[c, k] / (h w)`` and Grad-CAM equals CAM (Zhou et al., CVPR 2016) up to that
   constant — the closed form the tests check.
-- :func:`patch_probe` — the "strong edge" probe of SmoothMix (Lee et al., CVPRW 2020, Fig. 1): a square
+- :func:`paste_patch` — the "strong edge" test of SmoothMix (Lee et al., CVPRW 2020, Fig. 1): a square
   patch of a donor image pasted into each image with a hard edge, or the same patch blended through a
-  soft-edged window whose border ramps linearly (like SmoothMix's square mask).
+  soft-edged window whose border ramps linearly (like SmoothMix's square mask). (Its former name,
+  ``patch_probe``, still works; "probe" in pyrobust means the linear probe.)
 - :func:`cam_mass_in_box` — the fraction of a CAM's mass inside the pasted box, the number the study
   reports per mixer: a model that has learned to latch onto hard edges puts more of its evidence there.
 
@@ -28,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["grad_cam", "patch_probe", "random_boxes", "box_masks", "soft_box_weights", "cam_mass_in_box"]
+__all__ = ["grad_cam", "paste_patch", "patch_probe", "random_boxes", "box_masks", "soft_box_weights",
+           "cam_mass_in_box"]
 
 
 def _resolve_layer(model: nn.Module, target_layer: Union[nn.Module, str]) -> nn.Module:
@@ -197,7 +199,7 @@ def soft_box_weights(boxes: torch.Tensor, height: int, width: int, edge: Union[f
     return gy[:, :, None] * gx[:, None, :]
 
 
-def patch_probe(
+def paste_patch(
     images: torch.Tensor,
     donors: torch.Tensor,
     box: Union[Sequence[int], torch.Tensor],
@@ -212,13 +214,13 @@ def patch_probe(
         donors: the same shape; donor ``i`` gives image ``i`` its patch (e.g. ``images.roll(1, 0)``).
         box: ``(top, left, bottom, right)`` pixel corners (bottom/right exclusive) for every image,
             or ``(N, 4)`` int boxes, one per image (see :func:`random_boxes`).
-        soft: ``False`` (the hard-edge probe): ``out = donor`` inside the box, ``image`` outside.
+        soft: ``False`` (a hard edge): ``out = donor`` inside the box, ``image`` outside.
             ``True``: ``out = G * donor + (1 - G) * image`` with ``G`` = :func:`soft_box_weights`
             (0.5 on the box border, so the blended patch covers about the same area).
         edge: width of the soft ramp, a fraction of ``min(H, W)`` (float) or pixels (int).
 
     Returns:
-        ``(probed images (N, C, H, W) in the images' dtype, box mask (N, H, W) bool)``; the mask is the
+        ``(patched images (N, C, H, W) in the images' dtype, box mask (N, H, W) bool)``; the mask is the
         hard box in both modes, the region whose share of the CAM :func:`cam_mass_in_box` measures.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
@@ -236,6 +238,9 @@ def patch_probe(
         weight = mask.to(images.dtype)
     weight = weight[:, None]
     return weight * donors.to(images.dtype) + (1 - weight) * images, mask
+
+
+patch_probe = paste_patch  # the former name
 
 
 def cam_mass_in_box(cams: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Grad-CAM against its closed form on a linear model, and the hard/soft patch probe against its definition."""
+"""Grad-CAM against its closed form on a linear model, and the hard/soft pasted patch against its definition."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrobust.explain import box_masks, cam_mass_in_box, grad_cam, patch_probe, random_boxes, soft_box_weights
+from pyrobust.explain import box_masks, cam_mass_in_box, grad_cam, paste_patch, random_boxes, soft_box_weights
 
 
 def linear_cam_model(weight: torch.Tensor, stride: int = 1) -> nn.Module:
@@ -82,11 +82,11 @@ def test_grad_cam_bad_arguments():
         grad_cam(model, torch.zeros(2, 2, 4, 4, dtype=torch.long), "0")
 
 
-def test_hard_patch_probe_pastes_the_donor_box():
+def test_hard_paste_patch_copies_the_donor_box():
     torch.manual_seed(2)
     images, donors = torch.rand(3, 2, 10, 12), torch.rand(3, 2, 10, 12)
     boxes = torch.tensor([[0, 0, 4, 4], [2, 3, 7, 12], [5, 6, 10, 9]])
-    out, mask = patch_probe(images, donors, boxes)
+    out, mask = paste_patch(images, donors, boxes)
     assert mask.dtype == torch.bool and mask.shape == (3, 10, 12)
     for i, (t, l, b, r) in enumerate(boxes.tolist()):
         expected_mask = torch.zeros(10, 12, dtype=torch.bool)
@@ -95,13 +95,13 @@ def test_hard_patch_probe_pastes_the_donor_box():
         assert torch.equal(out[i][:, expected_mask], donors[i][:, expected_mask])
         assert torch.equal(out[i][:, ~expected_mask], images[i][:, ~expected_mask])
     # one box for every image
-    out1, mask1 = patch_probe(images, donors, (2, 3, 7, 12))
+    out1, mask1 = paste_patch(images, donors, (2, 3, 7, 12))
     assert torch.equal(out1[1], out[1]) and bool(mask1.all(0).sum() == 5 * 9)
 
 
-def test_soft_patch_probe_blends_through_a_linear_edge():
+def test_soft_paste_patch_blends_through_a_linear_edge():
     images, donors = torch.zeros(1, 1, 20, 20), torch.ones(1, 1, 20, 20)
-    out, mask = patch_probe(images, donors, (5, 5, 15, 15), soft=True, edge=4)
+    out, mask = paste_patch(images, donors, (5, 5, 15, 15), soft=True, edge=4)
     # Along a row through the middle: weight = clamp(0.5 - d / 4, 0, 1) at pixel centre x + 0.5, d the
     # signed distance to the border at 5 (negative inside): x = 2..7 -> 0, 0.125, 0.375, 0.625, 0.875, 1.
     row = out[0, 0, 10]
@@ -116,8 +116,14 @@ def test_soft_patch_probe_blends_through_a_linear_edge():
     x, d = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     boxes = random_boxes(2, 16, 16, 0.5, generator=torch.Generator().manual_seed(0))
     g = soft_box_weights(boxes, 16, 16, 0.2)[:, None]
-    got, _ = patch_probe(x, d, boxes, soft=True, edge=0.2)
+    got, _ = paste_patch(x, d, boxes, soft=True, edge=0.2)
     torch.testing.assert_close(got, g * d + (1 - g) * x)
+
+
+def test_paste_patch_keeps_its_former_name():
+    from pyrobust import explain
+
+    assert explain.patch_probe is paste_patch and "patch_probe" in explain.__all__
 
 
 def test_random_boxes_fit_and_have_the_requested_side():

@@ -1,4 +1,4 @@
-"""Linear-probe solver (issue 3): kernels against float64 references, the solver against a tightly
+"""Linear-probe solver: kernels against float64 references, the solver against a tightly
 converged scikit-learn fit (objective within 1e-6 relative, same predictions), the estimator API,
 input handling and the sweep's bookkeeping. Small problems: the file runs in seconds."""
 
@@ -106,6 +106,45 @@ def test_float64_compute_is_tight():
     est = LogisticProbe(C=2.0, tol=1e-10, dtype="float64").fit(X, y)
     _, g = _objective(est, X, y, 2.0)
     assert g < 1e-9
+
+
+def test_compute_dtype_by_name_or_torch_dtype():
+    X, y = _data(k=3)
+    by_name = LogisticProbe(C=2.0, tol=1e-10, dtype="float64").fit(X, y)
+    by_dtype = LogisticProbe(C=2.0, tol=1e-10, dtype=torch.float64).fit(X, y)
+    np.testing.assert_array_equal(by_dtype.coef_, by_name.coef_)
+    np.testing.assert_array_equal(by_dtype.intercept_, by_name.intercept_)
+    from sklearn.base import clone
+
+    assert clone(LogisticProbe(dtype=torch.float64)).get_params()["dtype"] is torch.float64
+    kw = dict(Cs=[0.1, 1.0], progress=False, tol=1e-9)
+    a = probe_sweep(X, y, X[:50], y[:50], dtype="float64", **kw)
+    b = probe_sweep(X, y, X[:50], y[:50], dtype=torch.float64, **kw)
+    for ca, cb in zip(a.coefs, b.coefs):
+        np.testing.assert_array_equal(ca, cb)
+    for bad, err in (("float16", ValueError), (torch.float16, ValueError), ("double", ValueError),
+                     (np.float64, TypeError), (64, TypeError), (None, TypeError)):
+        with pytest.raises(err, match="dtype should be"):
+            LogisticProbe(dtype=bad).fit(X, y)
+        with pytest.raises(err, match="dtype should be"):
+            probe_sweep(X, y, X, y, Cs=[1.0], progress=False, dtype=bad)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_sweep_best_estimator_has_the_sweeps_dtype(refit):
+    X, y = _data(n=200, k=3)
+    res = probe_sweep(X[:150], y[:150], X[150:], y[150:], Cs=[0.1, 1.0], refit=refit,
+                      progress=False, tol=1e-10, dtype=torch.float64)
+    est = res.best_estimator
+    assert est.dtype is torch.float64
+    assert est.get_params() == LogisticProbe(C=res.best_C, tol=1e-10, dtype=torch.float64).get_params()
+    if refit:
+        # refit in float64: the same solve as a float64 fit on train + val, far below float32
+        # round-off (a float32 refit is 1e-7 to 1e-5 away here)
+        direct = LogisticProbe(C=res.best_C, tol=1e-10, dtype="float64").fit(X, y)
+        np.testing.assert_allclose(est.coef_, direct.coef_, atol=1e-9)
+        _, g = _objective(est, X, y, res.best_C)
+        assert g < 1e-9
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -253,7 +292,7 @@ def test_solver_stops_on_the_objective_gap_not_only_the_gradient():
     # A warm start at much weaker regularisation: its gradient (lambda_new - lambda_old) W is
     # below tol, but the estimated objective gap g' M g / 2 (M the preconditioner (a S + lambda)^-1)
     # is not. The solver must keep going until both are below tol (this stopped a real sweep at
-    # its neighbour's solution, see pyrobust/probe/sweep.py).
+    # its neighbour's solution, see docs/probe-solver.md).
     rng = np.random.default_rng(0)
     # class 0 vs the rest along a feature of tiny variance (a direction the data barely curves)
     y = torch.from_numpy(rng.integers(0, 3, 300))

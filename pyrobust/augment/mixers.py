@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
@@ -74,14 +75,21 @@ class BatchMixer(abc.ABC):
     """Shared machinery: argument checks, partner choice, sampling with a generator, targets.
 
     Subclasses name the parameter family they draw (``family`` and ``_draw_args``, see
-    ``mix_ops.mix_draw``) and the mask the op applies (``mode``, ``invert``); one that draws
-    otherwise overrides ``sample``.
+    ``mix_ops.mix_draw``) and the mask the op applies: its ``profile`` (``"gaussian"``,
+    ``"trapezoid"`` or ``"constant"``, the ``mode`` argument of ``mix_ops.mix``) and ``invert``.
+    One that draws otherwise overrides ``sample``.
     """
 
     family: str = "circle"
-    mode: str = "gaussian"
+    profile: str = "gaussian"
     invert: bool = False
     mixes_labels: bool = True
+
+    @property
+    def mode(self) -> str:
+        """The mask ``profile`` under its former name. (``SmoothMix.mode`` is not this: there it is
+        the shape the user chose, ``"circle"`` or ``"square"``.)"""
+        return self.profile
 
     def __init__(
         self,
@@ -164,16 +172,17 @@ class BatchMixer(abc.ABC):
             # The three ops below in one call: the same results, ~2 calls' worth of host time less.
             return MixOutput(*mix_ops.mix_batch(
                 images, labels, self.family, self._draw_args(), self.p, self.per_sample,
-                self.pairing, self.generator, self.mode, self.invert, self._fill(),
+                self.pairing, self.generator, self.profile, self.invert, self._fill(),
                 self.num_classes, self.label_smoothing, self.mixes_labels, out=out))
         n, _, height, width = images.shape
         partner, params, _ = self.sample(n, height, width)
         # One op for lam and the targets, made on the images' device (labels checked first, so a
         # bad label leaves `out` untouched), one for the images. partner and params stay on the
         # CPU: each op checks them there and copies them with its launch.
-        targets, lam = mix_ops.mix_targets(images, labels, partner, params, self.mode, self.invert,
-                                           self.num_classes, self.label_smoothing, self.mixes_labels)
-        mixed = mix_ops.mix(images, partner, params, self.mode, self.invert, self._fill(), out=out)
+        targets, lam = mix_ops.mix_targets(images, labels, partner, params, self.profile,
+                                           self.invert, self.num_classes, self.label_smoothing,
+                                           self.mixes_labels)
+        mixed = mix_ops.mix(images, partner, params, self.profile, self.invert, self._fill(), out=out)
         return MixOutput(mixed, targets, lam, partner, params)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None):
@@ -206,6 +215,9 @@ class SmoothMix(BatchMixer):
         smooth: square only, width of the linear edge as a fraction of the image (default 0.2).
         p, per_sample, label_smoothing, pairing, generator: see ``BatchMixer``.
 
+    Attributes: ``mode`` is the shape chosen (``"circle"`` or ``"square"``); ``profile`` the mask
+    profile the op draws it with (``"gaussian"`` for a circle, ``"trapezoid"`` for a square).
+
     Call: ``mixer(images (N, C, H, W), labels (N,)) -> (images, targets (N, K) float32)``.
     """
 
@@ -232,16 +244,21 @@ class SmoothMix(BatchMixer):
             raise ValueError(f"smooth should be a positive fraction of the image size, got {smooth!r}")
         self.smooth = float(smooth)
         self.ellipse = bool(ellipse)
-        self.family = mode
-        self.mode = "gaussian" if mode == "circle" else "trapezoid"
+        self.family = mode  # mix_draw's parameter families are named after the shapes
+        self.profile = "gaussian" if mode == "circle" else "trapezoid"
+
+    @property
+    def mode(self) -> str:
+        """The shape chosen: ``"circle"`` or ``"square"``."""
+        return self.family
 
     def _draw_args(self) -> list:
-        if self.family == "circle":
+        if self.mode == "circle":
             return [*self.sigma_range, float(self.ellipse)]
         return [*self.size_range, self.smooth]
 
     def _extra_repr(self) -> str:
-        if self.family == "circle":
+        if self.mode == "circle":
             return f"mode='circle', sigma_range={self.sigma_range}, ellipse={self.ellipse}"
         return f"mode='square', size_range={self.size_range}, smooth={self.smooth}"
 
@@ -272,7 +289,7 @@ class CutMix(_BetaMixer):
     """
 
     family = "cutmix"
-    mode = "trapezoid"
+    profile = "trapezoid"
     invert = True
 
 
@@ -286,34 +303,68 @@ class MixUp(_BetaMixer):
     """
 
     family = "mixup"
-    mode = "constant"
+    profile = "constant"
 
 
 class Cutout(BatchMixer):
     """Cutout: fill a square box with a constant; targets stay the sample's own label.
 
+    The box side is given one of two ways:
+
+    - ``size``: a **fraction** of each image side, a float in (0, 1] (default 0.5): sides of
+      ``floor(size * H)`` and ``floor(size * W)`` pixels, following the image's aspect ratio;
+    - ``size_px``: a side in **pixels**, an int >= 1, the same for height and width.
+
+    For older code, an int ``size`` also means pixels (``size=16`` is ``size_px=16``); beware that
+    ``size=1`` is then a box of at most one pixel while ``size=1.0`` is the whole image. Prefer
+    ``size_px``. The box is placed as CutMix's (timm's ``rand_bbox``): it reaches ``side // 2``
+    pixels either side of a uniformly drawn pixel and is clipped to the image, so an odd side
+    loses one pixel (``size_px=7`` cuts at most 6 x 6, ``size_px=1`` nothing).
+
     Args:
         num_classes: number of classes K.
-        size: side of the box, a fraction of each image side (float in (0, 1]) or pixels (int).
+        size: side of the box as a fraction of each image side (see above).
         fill: the value written into the box (in the images' units: 0-255 for uint8).
+        size_px: side of the box in pixels, instead of ``size``.
         p, per_sample, label_smoothing, generator: see ``BatchMixer`` (no partner is used).
     """
 
     family = "cutout"
-    mode = "trapezoid"
+    profile = "trapezoid"
     invert = True
     mixes_labels = False
 
-    def __init__(self, num_classes: int, size: Union[float, int] = 0.5, fill: float = 0.0, **kwargs) -> None:
+    def __init__(self, num_classes: int, size: Union[float, int, None] = None, fill: float = 0.0, *,
+                 size_px: Optional[int] = None, **kwargs) -> None:
         super().__init__(num_classes, **kwargs)
-        if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0:
-            raise ValueError(f"size should be a positive fraction or a pixel count, got {size!r}")
-        if isinstance(size, float) and size > 1.0:
-            raise ValueError(f"size as a fraction should be in (0, 1], got {size!r}")
+        if size_px is not None:
+            if size is not None:
+                raise TypeError(f"give the box side once, as size (a fraction) or size_px (pixels), "
+                                f"got size={size!r} and size_px={size_px!r}")
+            if isinstance(size_px, bool) or not isinstance(size_px, numbers.Integral) or size_px < 1:
+                raise ValueError(f"size_px should be a pixel count, an int >= 1, got {size_px!r}")
+            size = int(size_px)
+        elif size is None:
+            size = 0.5
+        elif isinstance(size, bool) or not isinstance(size, numbers.Real) or not size > 0:
+            raise ValueError(f"size should be a fraction in (0, 1] (or, as size_px, a pixel count), "
+                             f"got {size!r}")
+        elif isinstance(size, numbers.Integral):
+            size = int(size)  # pixels, as size_px
+        else:
+            size = float(size)
+            if size > 1.0:
+                raise ValueError(f"size as a fraction should be in (0, 1], got {size!r} (a side in "
+                                 f"pixels is size_px=)")
         if not isinstance(fill, (int, float)) or not math.isfinite(fill):
             raise ValueError(f"fill should be a finite number, got {fill!r}")
         self.size = size
         self.fill = float(fill)
+
+    @property
+    def size_px(self) -> Optional[int]:
+        """The box side in pixels, or None when ``size`` is a fraction."""
+        return self.size if isinstance(self.size, int) else None
 
     def _fill(self) -> Optional[float]:
         return self.fill
@@ -322,4 +373,5 @@ class Cutout(BatchMixer):
         return [float(self.size), float(isinstance(self.size, float))]
 
     def _extra_repr(self) -> str:
-        return f"size={self.size}, fill={self.fill}"
+        side = f"size_px={self.size}" if isinstance(self.size, int) else f"size={self.size}"
+        return f"{side}, fill={self.fill}"

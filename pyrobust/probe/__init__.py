@@ -6,6 +6,7 @@ with warm starts and returns a ``SweepResult``. The solver and its fused kernels
 """
 
 from pyrobust.probe.estimator import LogisticProbe
-from pyrobust.probe.sweep import SweepResult, probe_sweep
+from pyrobust.probe.result import SweepResult
+from pyrobust.probe.sweep import probe_sweep
 
 __all__ = ["LogisticProbe", "probe_sweep", "SweepResult"]

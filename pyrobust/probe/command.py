@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from safetensors.numpy import save_file
 
     from pyrobust.probe import probe_sweep
-    from pyrobust.probe.sweep import head_metrics
+    from pyrobust.probe.scoring import head_metrics
     from pyrobust.probe import data as _data
 
     X, y = _load(args.train, args.train_y, "train")

@@ -1,4 +1,5 @@
-"""Input handling for the probe: validation, labels, weights, and chunked statistics of X.
+"""Input handling for the probe: validation, labels, weights, the compute dtype, and chunked
+statistics of X.
 
 Features may be numpy arrays, ``np.memmap`` or torch tensors in float16/32/64. They are never
 copied whole: a memory map stays a memory map (wrapped without copy by ``torch.from_numpy``) and
@@ -13,6 +14,22 @@ import numpy as np
 import torch
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def as_compute_dtype(dtype, name: str = "dtype") -> torch.dtype:
+    """The solver's compute dtype from its name (``"float32"``, ``"float64"``) or a ``torch.dtype``
+    (``torch.float32``, ``torch.float64``); ValueError for another dtype, TypeError otherwise."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in _COMPUTE_DTYPES.values():
+            return dtype
+        raise ValueError(f"{name} should be torch.float32 or torch.float64, got {dtype}")
+    if isinstance(dtype, str):
+        if dtype in _COMPUTE_DTYPES:
+            return _COMPUTE_DTYPES[dtype]
+        raise ValueError(f"{name} should be 'float32' or 'float64', got {dtype!r}")
+    raise TypeError(f"{name} should be 'float32', 'float64', torch.float32 or torch.float64, got "
+                    f"{type(dtype).__name__} {dtype!r}")
 
 
 def as_feature_tensor(X, name: str = "X") -> torch.Tensor:

@@ -15,10 +15,18 @@ expressed on raw features, whatever ``standardize`` was used during the fit.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from pyrobust.probe import data as _data
+from pyrobust.probe.problem import Problem
+from pyrobust.probe.scoring import decision_scores
 
 __all__ = ["LogisticProbe"]
 
@@ -35,7 +43,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         max_iter: iteration cap.
         device: ``"cpu"`` or ``"cuda"``.
         class_weight: None, ``"balanced"`` or a dict ``{label: weight}``.
-        dtype: compute dtype name, ``"float32"`` (default) or ``"float64"``.
+        dtype: compute dtype, ``"float32"`` (default) or ``"float64"``, or the ``torch.dtype``
+            itself (``torch.float32``, ``torch.float64``), as ``probe_sweep`` takes it.
     """
 
     def __init__(self, C=1.0, *, standardize="none", tol=1e-4, max_iter=1000, device="cpu",
@@ -48,15 +57,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.dtype = dtype
 
-    def _torch_dtype(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype should be 'float32' or 'float64', got {self.dtype!r}")
-        return getattr(torch, self.dtype)
-
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` ``(N, D)`` (numpy, memmap or tensor, float16/32/64) and labels ``y``."""
-        from pyrobust.probe.sweep import _Problem
-
         if not (isinstance(self.C, (int, float, np.number)) and np.isfinite(self.C)
                 and self.C > 0):
             raise ValueError(f"C should be a finite number > 0, got {self.C!r}")
@@ -67,13 +69,12 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         if not isinstance(X, (torch.Tensor, np.memmap)):
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32, np.float16],
                                  y_numeric=False, reset=True)
-            from sklearn.utils.multiclass import check_classification_targets
             check_classification_targets(y)
         else:
             self.n_features_in_ = X.shape[1]
-        prob = _Problem(X, y, sample_weight=sample_weight, class_weight=self.class_weight,
-                        standardize=self.standardize, device=self.device,
-                        compute_dtype=self._torch_dtype())
+        prob = Problem(X, y, sample_weight=sample_weight, class_weight=self.class_weight,
+                       standardize=self.standardize, device=self.device,
+                       compute_dtype=self.dtype)
         coef, intercept = prob.zeros(1)
         coef, intercept, it, gn, gap, _, _ = prob.solve([float(self.C)], coef, intercept,
                                                      tol=self.tol, max_iter=self.max_iter)
@@ -81,9 +82,6 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         self._set_fitted(prob.classes, cf, ic, int(it[0]), float(gn[0]), prob.X.shape[1],
                          float(gap[0]))
         if not (self.grad_norm_ <= self.tol and self.gap_ <= self.tol):
-            from sklearn.exceptions import ConvergenceWarning
-            import warnings
-
             warnings.warn(f"LogisticProbe(C={self.C:g}) stopped after {self.n_iter_[0]} iterations "
                           f"with max-abs gradient {self.grad_norm_:.2e} and estimated objective "
                           f"gap {self.gap_:.2e} (both should be <= tol={self.tol:g}); increase "
@@ -104,9 +102,6 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         """``(N,)`` for two classes (score of ``classes_[1]``), else ``(N, K)``, float64."""
         check_is_fitted(self)
         if isinstance(X, (torch.Tensor, np.memmap)):
-            from pyrobust.probe import data as _data
-            from pyrobust.probe.sweep import decision_scores
-
             Xt = _data.as_feature_tensor(X, "X")
             if Xt.shape[1] != self.n_features_in_:
                 raise ValueError(f"X has {Xt.shape[1]} features, the probe was fitted on "

@@ -44,7 +44,7 @@ def mask_gallery_figure(seed: int = 0, columns: int = 3):
         mixer = makers[name](gen)
         for col in range(columns):
             res = mixer.mix(photos, labels)
-            g = mix_mask(res.params, mixer.mode, mixer.invert, h, w)[0]
+            g = mix_mask(res.params, mixer.profile, mixer.invert, h, w)[0]
             top, bottom = axes[2 * r, col], axes[2 * r + 1, col]
             top.imshow(res.images[0].permute(1, 2, 0).numpy())
             bottom.imshow(g.numpy(), cmap="gray", vmin=0, vmax=1)

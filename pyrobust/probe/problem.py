@@ -1,0 +1,111 @@
+"""One probe problem: validated training data and the statistics every C of a sweep shares.
+
+``Problem`` is the probe package's internal model of scikit-learn's L2 logistic-regression
+objective on centred (and optionally standardised) features; ``LogisticProbe`` solves it for one C,
+``probe_sweep`` for a grid. The solver behind ``Problem.solve`` is ``torch.ops.pyrobust.probe_solve``
+(see ``docs/probe-solver.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pyrobust.probe import data as _data
+
+__all__ = ["Problem"]
+
+
+class Problem:
+    """Validated training data and the statistics shared by every C.
+
+    ``compute_dtype``: ``"float32"`` / ``"float64"`` or ``torch.float32`` / ``torch.float64``.
+    """
+
+    def __init__(self, X, y, *, sample_weight=None, class_weight=None, standardize="none",
+                 device="cpu", compute_dtype=torch.float32, chunk_rows=None):
+        compute_dtype = _data.as_compute_dtype(compute_dtype)
+        self.X = _data.as_feature_tensor(X, "X")
+        self.classes, codes = _data.encode_labels(y, "y")
+        n = self.X.shape[0]
+        if codes.shape[0] != n:
+            raise ValueError(f"X has {n} samples but y has {codes.shape[0]} labels")
+        if len(self.classes) < 2:
+            raise ValueError(f"need at least 2 classes in y, got {len(self.classes)} class: "
+                             f"{self.classes.tolist()}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch.cuda.is_available() is False")
+        if self.device.type == "cuda" and self.device.index is None:
+            # torch.device("cuda") != torch.device("cuda:0"): name the index, so that "is X
+            # already there" below compares equal devices equal
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.dtype = compute_dtype
+        if not isinstance(X, np.memmap):
+            self.X = _data.to_device_if_fits(self.X, self.device)  # else stream from host
+        # Half-precision features on a GPU are multiplied as stored, on tensor cores, the float32
+        # operand split in parts (probe_solve's products="split"): no converted copy of X, and
+        # 2-3 float16 GEMMs cost far less than one float32 GEMM.
+        self.products = ("split" if self.device.type == "cuda" and compute_dtype == torch.float32
+                         and self.X.dtype in (torch.float16, torch.bfloat16) else "convert")
+        if chunk_rows is None:
+            if isinstance(X, np.memmap) or self.X.device != self.device:
+                chunk_rows = 16384  # streamed from disk / host memory
+            elif self.products == "split":
+                chunk_rows = 262144  # bounds the split's float32 temporaries (1 GB at K = 1000)
+            else:
+                chunk_rows = 16384 if self.X.dtype != compute_dtype else 0
+        self.chunk_rows = int(chunk_rows)
+        _data.check_finite(self.X, self.chunk_rows or 65536, "X")
+        if class_weight is not None and isinstance(class_weight, dict):
+            cw = np.array([float(class_weight.get(c, 1.0)) for c in self.classes])
+            weights = _data.sample_weights(codes, len(self.classes), sample_weight) * cw[codes]
+        else:
+            weights = _data.sample_weights(codes, len(self.classes), sample_weight, class_weight)
+        if not weights.sum() > 0:
+            raise ValueError("the sample weights sum to zero: nothing to fit")
+        self.k = 1 if len(self.classes) == 2 else len(self.classes)
+        self.wsum = float(weights.sum())
+        self.target = torch.from_numpy(codes).to(self.device)
+        self.weight = torch.from_numpy(weights).to(self.device, compute_dtype)
+        center, scale, (vecs, vals) = _data.feature_stats(
+            self.X, self.weight, standardize, self.chunk_rows or 65536, self.device, compute_dtype)
+        self.center, self.scale = center, scale
+        self.eigvecs, self.eigvals = vecs.to(compute_dtype), vals.to(compute_dtype)
+
+    def zeros(self, m: int):
+        d = self.X.shape[1]
+        return (torch.zeros(m, d, self.k, dtype=self.dtype, device=self.device),
+                torch.zeros(m, self.k, dtype=self.dtype, device=self.device))
+
+    def lam(self, C: float) -> float:
+        """The penalty ``lambda = 1 / (C * sum w)`` of the mean-loss objective."""
+        return 1.0 / (C * self.wsum)
+
+    def solve(self, Cs: Sequence[float], coef, intercept, *, tol, max_iter, history=30,
+              pairs=None):
+        """Solve for the m values ``Cs`` jointly from ``(coef, intercept)`` (internal model).
+
+        ``pairs``: ``(history_s, history_y, lambda)`` from the previous solve of a path, or None.
+        Returns ``(coef, intercept, n_iter, grad_norm, gap, loss, pairs)``."""
+        # Imported here, not at the top: importing pyrobust.ops loads the compiled core, which
+        # `import pyrobust.probe` does not need until the first solve.
+        from pyrobust.ops import probe as _ops
+
+        lambdas = torch.tensor([self.lam(c) for c in Cs], dtype=torch.float64)
+        hs, hy, hl = pairs if pairs is not None else (None, None, 0.0)
+        *out, hs, hy = _ops.solve(self.X, self.target, self.weight, lambdas, coef, intercept,
+                                  self.center.to(self.dtype), self.scale.to(self.dtype),
+                                  self.eigvecs, self.eigvals, tol, max_iter, history,
+                                  self.chunk_rows, hs, hy, hl, self.products)
+        return (*out, (hs, hy, float(lambdas[-1])))
+
+    def fold(self, coef: torch.Tensor, intercept: torch.Tensor):
+        """Internal ``(D, K)``, ``(K,)`` → raw-feature float64 numpy ``coef_`` (K, D), ``intercept_``."""
+        W = coef.double().cpu() / self.scale.double().cpu()[:, None]
+        b = intercept.double().cpu() - self.center.double().cpu() @ W
+        if self.k > 1:
+            b = b - b.mean()  # the softmax is blind to a common shift; centre as scikit-learn's
+        return W.T.numpy().copy(), b.numpy().copy()
