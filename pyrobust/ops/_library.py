@@ -2,7 +2,10 @@
 
 The core (``pyrobust._C``) only registers ops in the ``torch.ops.pyrobust`` namespace. A core
 built against another torch fails here with the two versions named (as xformers does), rather
-than later with an undefined-symbol error.
+than later with an undefined-symbol error. The build's record (``_build_info.json``, written by
+setup.py beside the package) is read before the core is loaded, so the message can name the torch
+the core was built for even when the core cannot load at all; where the record is missing, the
+core's own ``pyrobust::build_info`` op answers after loading.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import os
 
 import torch
 
-_REBUILD = "rebuild it with `pip install --no-build-isolation -e .` (or `make build`)"
+_REBUILD = (
+    "rebuild it against the installed torch with `pip install --no-build-isolation .`"
+    " (`make build` in a checkout), or install the torch it was built for"
+)
 
 
 def _recorded_info() -> dict:
@@ -30,22 +36,29 @@ def _base_version(version: str) -> str:
     return version.split("+")[0]
 
 
-def _load() -> None:
-    recorded = _recorded_info()
-    built_for = recorded.get("torch")
+def _check_torch(built: dict) -> None:
+    built_for = built.get("torch")
     if built_for and _base_version(built_for) != _base_version(torch.__version__):
         raise ImportError(
             f"pyrobust's compiled core was built for torch {built_for}"
-            f" (CUDA {recorded.get('cuda') or 'none'}), but torch {torch.__version__}"
+            f" (CUDA {built.get('cuda') or 'none'}), but torch {torch.__version__}"
             f" (CUDA {torch.version.cuda or 'none'}) is installed; {_REBUILD}."
         )
+
+
+def _load() -> None:
+    recorded = _recorded_info()
+    _check_torch(recorded)
     try:
         importlib.import_module("pyrobust._C")
     except ImportError as exc:
         raise ImportError(
             f"pyrobust's compiled core could not be loaded ({exc}); it was built for torch"
-            f" {built_for or 'unknown'}, torch {torch.__version__} is installed; {_REBUILD}."
+            f" {recorded.get('torch') or 'unknown'}, torch {torch.__version__} is installed;"
+            f" {_REBUILD}."
         ) from exc
+    if not recorded:
+        _check_torch(json.loads(torch.ops.pyrobust.build_info()))
 
 
 _load()
@@ -57,16 +70,3 @@ def build_info() -> dict:
     info = dict(_recorded_info())
     info.update(json.loads(torch.ops.pyrobust.build_info()))
     return info
-
-
-def _check_versions() -> None:
-    compiled = json.loads(torch.ops.pyrobust.build_info())
-    if _base_version(compiled["torch"]) != _base_version(torch.__version__):
-        raise ImportError(
-            f"pyrobust's compiled core was built for torch {compiled['torch']} with CUDA"
-            f" {compiled['cuda'] or 'none'}, you have torch {torch.__version__} with CUDA"
-            f" {torch.version.cuda or 'none'}; {_REBUILD}."
-        )
-
-
-_check_versions()
