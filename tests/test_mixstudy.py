@@ -174,7 +174,8 @@ def test_config_defaults_quick_sizes_and_flags():
     assert full == MixStudyConfig()
     assert (full.dataset, full.model, full.width, full.epochs, full.seeds, full.out, full.device) == \
         ("auto", "small_resnet", 16, 3, 1, "mixstudy-out", "cpu")
-    assert (full.image_size, full.batch_size, full.lr, full.corruption_images, full.cam_images) == (28, 256, 0.1, 2000, 500)
+    assert (full.image_size, full.batch_size, full.lr) == (28, 256, 0.1)
+    assert (full.corruption_images, full.cam_images) == (2000, 500)
     assert full.mixers == list(MIXER_NAMES) and full.severities == [1, 2, 3, 4, 5] and not full.quick
     quick = config_from_args(_args("--quick"))
     assert quick.quick and (quick.dataset, quick.epochs, quick.image_size, quick.batch_size, quick.width) == \

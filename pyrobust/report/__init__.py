@@ -61,7 +61,8 @@ class Report:
         body = []
         for row in rows:
             tds = "".join(
-                f'<td class="num">{html.escape(format_value(v))}</td>' if is_number(v) else f"<td>{html.escape(str(v))}</td>"
+                f'<td class="num">{html.escape(format_value(v))}</td>' if is_number(v)
+                else f"<td>{html.escape(str(v))}</td>"
                 for v in row
             )
             body.append(f"<tr>{tds}</tr>")
