@@ -24,20 +24,44 @@ def check_dataset(name: str) -> None:
         )
 
 
-def check_out_folder(path: str) -> None:
-    """An output path that is a folder or does not exist yet, else :class:`UsageError`."""
+def check_out_folder(path: str) -> str:
+    """An output folder that exists or can be created; returns its absolute path, else :class:`UsageError`."""
+    path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"output folder {path!r} exists and is a file; give a folder path with --out")
+        raise UsageError(f"output folder {path!r} is a file, not a folder; give a folder path with --out")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"output folder {path!r} cannot be created: {parent!r} is a file")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output folder {path!r} cannot be created: {parent!r} is not writable")
+    return path
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` where available else ``cpu``; ``cpu``, ``cuda`` or ``cuda:N`` checked."""
+def resolve_device(device=None, model=None) -> torch.device:
+    """The ``torch.device`` to run on, checked before any work.
+
+    ``None`` or ``"auto"``: the device of ``model``'s parameters when that is not the CPU, else CUDA
+    where available, else the CPU. Otherwise a ``torch.device`` or a string such as ``"cpu"``,
+    ``"cuda"`` or ``"cuda:1"``; :class:`UsageError` (a ``ValueError``) names a string that is not a
+    device, or a CUDA device that this machine does not have.
+    """
     import torch
 
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} asked for, but no CUDA device is available")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    if device is None or (isinstance(device, str) and device == "auto"):
+        p = next(model.parameters(), None) if model is not None else None
+        if p is not None and p.device.type != "cpu":
+            return p.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UsageError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {device!r} asked for, but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"device {device!r} asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    return dev

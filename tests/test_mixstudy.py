@@ -154,3 +154,58 @@ def test_output_path_that_is_a_file(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
     assert target.read_text() == "x"
     assert os.path.isfile(target)
+
+
+def _args(*argv):
+    import argparse
+
+    from pyrobust.study.mixstudy import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_config_defaults_quick_sizes_and_flags():
+    from pyrobust.study.mixstudy import config_from_args
+    from pyrobust.study.mixstudy_config import MixStudyConfig
+
+    full = config_from_args(_args())
+    assert full == MixStudyConfig()
+    assert (full.dataset, full.model, full.width, full.epochs, full.seeds, full.out, full.device) == \
+        ("auto", "small_resnet", 16, 3, 1, "mixstudy-out", "cpu")
+    assert (full.image_size, full.batch_size, full.lr) == (28, 256, 0.1)
+    assert (full.corruption_images, full.cam_images) == (2000, 500)
+    assert full.mixers == list(MIXER_NAMES) and full.severities == [1, 2, 3, 4, 5] and not full.quick
+    quick = config_from_args(_args("--quick"))
+    assert quick.quick and (quick.dataset, quick.epochs, quick.image_size, quick.batch_size, quick.width) == \
+        ("digits", 6, 16, 64, 8)
+    assert (quick.corruption_images, quick.cam_images, quick.severities) == (200, 64, [1, 3, 5])
+    given = config_from_args(_args("--quick", "--epochs", "2", "--mixers", "None, CutMix", "--seeds", "3"))
+    assert (given.epochs, given.mixers, given.seeds, given.image_size) == (2, ["none", "cutmix"], 3, 16)
+
+
+def test_config_toml_round_trip_and_flags_over_it(tmp_path):
+    from pyrobust.errors import UsageError
+    from pyrobust.study.mixstudy import config_from_args, resolve_config
+    from pyrobust.study.mixstudy_config import MixStudyConfig
+
+    cfg = MixStudyConfig.quick_run(mixers=["none", "smoothmix-square"], epochs=2, out=str(tmp_path / "o"))
+    path = tmp_path / "mix.toml"
+    path.write_text(cfg.to_toml())
+    assert "[mixstudy]" in path.read_text()
+    assert MixStudyConfig.from_toml(str(path)) == cfg
+    assert config_from_args(_args("--config", str(path))) == cfg
+    assert config_from_args(_args("--config", str(path), "--epochs", "5")).epochs == 5
+    # quick = true in a file gives the quick sizes to the keys it does not set
+    path.write_text("[mixstudy]\nquick = true\nepochs = 9\n")
+    assert MixStudyConfig.from_toml(str(path)) == MixStudyConfig.quick_run(epochs=9)
+    record = resolve_config(MixStudyConfig.quick_run(out=str(tmp_path / "o"), threads=2))
+    assert record["seeds"] == [0] and record["threads"] == 2 and record["dataset"] == "digits"
+    assert record["out"] == str(tmp_path / "o") and record["device"] == "cpu" and record["width"] == 8
+    path.write_text("[mixstudy]\nepoch = 2\n")
+    with pytest.raises(UsageError, match="unknown key\\(s\\) epoch"):
+        MixStudyConfig.from_toml(str(path))
+    path.write_text('[mixstudy]\nseeds = "3"\n')
+    with pytest.raises(UsageError, match="'seeds' should be int"):
+        MixStudyConfig.from_toml(str(path))

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
+from pyrobust.errors import resolve_device
 from pyrobust.features import store
 from pyrobust.features._dist import barrier, rank_world
 from pyrobust.features.fingerprint import dataset_fingerprint, transform_repr, weights_fingerprint
@@ -160,7 +161,7 @@ def extract_features(
     n = len(ds)
     if n == 0:
         raise ValueError("dataset is empty: nothing to extract")
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     rank, world = rank_world()
 
     was_training = model.training

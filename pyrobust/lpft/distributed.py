@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from pyrobust.errors import resolve_device
 from pyrobust.features._dist import barrier, rank_world
 
 __all__ = ["barrier", "rank_world", "is_main_process", "init_from_env", "all_reduce_sum", "distributed_train_loader",
@@ -27,7 +28,7 @@ def init_from_env(device: str | torch.device | None = None) -> tuple[int, int]:
     with nccl for CUDA and gloo for CPU; does nothing outside torchrun. Returns ``(rank, world_size)``."""
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return rank_world()
-    dev = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")

@@ -7,6 +7,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from pyrobust.errors import resolve_device
 from pyrobust.lpft.distributed import all_reduce_sum, sharded_eval_loader
 from pyrobust.models.adapter import model_input
 
@@ -18,16 +19,6 @@ def autocast_for(device: torch.device, amp: bool):
         raise ValueError(f"amp=True needs a CUDA device, got device={device}")
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
-
-
-def resolve_device(device, model: nn.Module | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if model is not None:
-        p = next(model.parameters(), None)
-        if p is not None and p.device.type != "cpu":
-            return p.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def split_batch(batch):

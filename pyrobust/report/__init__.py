@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure  # noqa: E402
 
+from pyrobust.tables import format_table, format_value, is_number  # noqa: E402
+
 __all__ = ["Report", "format_table", "new_figure", "write_json"]
 
 _STYLE = """
@@ -34,29 +36,6 @@ figure { margin: 1em 0 } figcaption { color: #555; font-size: 0.92em } .note { b
 def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
     """A matplotlib Figure not tied to pyplot's global state (safe in threads and servers)."""
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def format_table(rows: Sequence[Sequence], columns: Sequence[str]) -> str:
-    """A plain-text table for terminals: columns padded, numbers right-aligned."""
-    cells = [[str(c) for c in columns]] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n and _is_num(v) else c.ljust(w)
-                               for c, w, v in zip(row, widths, rows[n - 1] if n else columns)))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1000 else f"{v:,.0f}"
-    return str(v)
 
 
 class Report:
@@ -82,7 +61,8 @@ class Report:
         body = []
         for row in rows:
             tds = "".join(
-                f'<td class="num">{html.escape(_fmt(v))}</td>' if _is_num(v) else f"<td>{html.escape(str(v))}</td>"
+                f'<td class="num">{html.escape(format_value(v))}</td>' if is_number(v)
+                else f"<td>{html.escape(str(v))}</td>"
                 for v in row
             )
             body.append(f"<tr>{tds}</tr>")

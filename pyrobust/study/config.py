@@ -1,15 +1,13 @@
-"""The LP-FT study's configuration: defaults, ``--quick`` overrides, and TOML files.
+"""The studies' configurations: dataclasses read from TOML files and command-line flags.
 
-``pyrobust demo`` runs with ``StudyConfig()`` (plus command-line overrides); ``pyrobust lpft
---config study.toml`` reads every field from a TOML file, whose unknown keys are refused.
-``examples/study.toml`` holds the demo's defaults written out by ``StudyConfig().to_toml()``.
-
-Defaults are sized so that ``make demo`` (set-up included) stays within 10 minutes on the 2-core
-reference machine. Measured there: set-up (venv, torch, build) about 4.5 minutes; the study at 64 px,
-3 epochs, two mixers took 8.5 minutes, at 48 px 6.3 minutes, and with the defaults below (48 px,
-2 epochs, lr grids of two, SmoothMix during LP-FT, 8 OOD sets) 4.1-4.7 minutes; a fresh
-``make demo`` took 9 min 22 s in all. ``--mixers`` adds
-CutMix and the others; ``--image-size 64 --epochs 4`` is closer to REFERENCES.md §4's study.
+:class:`TomlConfig` is the shared machinery: every field is a key of one TOML table, unknown keys
+and values of the wrong type are refused with :class:`~pyrobust.errors.UsageError`, and
+``to_toml`` writes a file that ``from_toml`` reads back equal. :class:`StudyConfig` is the LP-FT
+study's (``pyrobust demo`` runs ``StudyConfig()`` plus command-line overrides; ``pyrobust lpft
+--config study.toml`` reads every field from a file; ``examples/study.toml`` holds the demo's
+defaults). Its defaults are sized so that ``make demo``, set-up included, stays within about 10
+minutes on a 2-core machine; ``--mixers`` adds CutMix and the others, ``--image-size 64 --epochs 4``
+comes closer to the paper's study.
 """
 
 from __future__ import annotations
@@ -17,16 +15,72 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pyrobust.errors import UsageError
 
 DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "fog")
 
 
+class TomlConfig:
+    """Loading and writing for a configuration dataclass; ``TABLE`` names its TOML table."""
+
+    TABLE = "study"
+    HEADER = "# pyrobust study configuration"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config"):
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UsageError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
+            )
+        defaults = cls()
+        for key, value in values.items():
+            expected = type(getattr(defaults, key))
+            ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+            if isinstance(value, bool) and expected is not bool:
+                ok = False
+            if not ok:
+                raise UsageError(
+                    f"{source}: key {key!r} should be {expected.__name__}, got {value!r}"
+                )
+        return cls(**values)
+
+    @classmethod
+    def read_toml(cls, path: str) -> dict[str, Any]:
+        """The keys of ``path``'s ``[TABLE]`` table (or its top-level keys), not yet checked."""
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"config file {path!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"config file {path!r} is not valid TOML: {exc}") from None
+        return values.get(cls.TABLE, values)
+
+    @classmethod
+    def from_toml(cls, path: str):
+        return cls.from_dict(cls.read_toml(path), source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The configuration as a TOML document (one ``key = value`` per field)."""
+        lines = [self.HEADER, f"[{self.TABLE}]"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
 @dataclass
-class StudyConfig:
+class StudyConfig(TomlConfig):
     """Everything the LP / FT / LP-FT study does; each field is a key of the TOML config."""
+
+    TABLE: ClassVar[str] = "study"
+    HEADER: ClassVar[str] = "# pyrobust LP-FT study configuration: `pyrobust lpft --config THIS_FILE`"
 
     dataset: str = "digits"
     backbone: str = "efficientnet_lite0"
@@ -69,48 +123,6 @@ class StudyConfig:
         )
         base.update(overrides)
         return cls(**base)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "StudyConfig":
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise UsageError(
-                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
-            )
-        defaults = cls()
-        for key, value in values.items():
-            expected = type(getattr(defaults, key))
-            ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
-            if isinstance(value, bool) and expected is not bool:
-                ok = False
-            if not ok:
-                raise UsageError(
-                    f"{source}: key {key!r} should be {expected.__name__}, got {value!r}"
-                )
-        return cls(**values)
-
-    @classmethod
-    def from_toml(cls, path: str) -> "StudyConfig":
-        try:
-            with open(path, "rb") as f:
-                values = tomllib.load(f)
-        except FileNotFoundError:
-            raise UsageError(f"config file {path!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"config file {path!r} is not valid TOML: {exc}") from None
-        values = values.get("study", values)  # a [study] table or top-level keys
-        return cls.from_dict(values, source=path)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_toml(self) -> str:
-        """The configuration as a TOML document (one ``key = value`` per field)."""
-        lines = ["# pyrobust LP-FT study configuration: `pyrobust lpft --config THIS_FILE`", "[study]"]
-        for key, value in self.to_dict().items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
 
 
 def _toml_value(value) -> str:

@@ -18,33 +18,27 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from pyrobust.augment import MIXER_NAMES
+from pyrobust.augment import make_mixer as build_mixer
 from pyrobust.errors import UsageError, check_dataset, check_out_folder, resolve_device
 from pyrobust.study.config import StudyConfig
 
-MIXER_NAMES = ("smoothmix-circle", "smoothmix-square", "cutmix", "mixup", "cutout")
+# Each mixer at its own defaults except MixUp, at alpha 0.2 (milder blends than its default alpha 1).
+MIXER_SETTINGS = {"mixup": {"alpha": 0.2}}
 
 
-def make_mixer(name: str, num_classes: int, seed: int = 0):
-    """A batch mixer by its study name (``smoothmix-circle``, ``cutmix``, ...), seeded."""
-    from pyrobust.augment import CutMix, Cutout, MixUp, SmoothMix
+def study_mixer(name: str, num_classes: int, seed: int = 0):
+    """The batch mixer ``name`` (one of :data:`MIXER_NAMES`) with this study's settings, seeded by ``seed``."""
+    return build_mixer(name, num_classes, generator=torch.Generator().manual_seed(seed), **MIXER_SETTINGS.get(name, {}))
 
-    gen = torch.Generator().manual_seed(seed)
-    factories: dict[str, Callable[[], Any]] = {
-        "smoothmix-circle": lambda: SmoothMix(num_classes, "circle", generator=gen),
-        "smoothmix-square": lambda: SmoothMix(num_classes, "square", generator=gen),
-        "cutmix": lambda: CutMix(num_classes, generator=gen),
-        "mixup": lambda: MixUp(num_classes, alpha=0.2, generator=gen),
-        "cutout": lambda: Cutout(num_classes, generator=gen),
-    }
-    if name not in factories:
-        raise UsageError(f"unknown mixer {name!r}; known: {', '.join(factories)}")
-    return factories[name]()
+
+make_mixer = study_mixer  # the name this function had first
 
 
 def validate(cfg: StudyConfig) -> None:
@@ -160,9 +154,9 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
     for name in cfg.mixers:
         t = time.perf_counter()
         log(f"LP-FT with {name} at lr {lpft_lr:g}")
+        mixer = study_mixer(name, num_classes, cfg.seed)
         mixed = run_lpft(model, methods=("lpft",), ft_lrs=(), lpft_lrs=(lpft_lr,),
-                         finetune_kwargs={"optimizer": cfg.optimizer, "mixer": make_mixer(name, num_classes, cfg.seed)},
-                         **common)
+                         finetune_kwargs={"optimizer": cfg.optimizer, "mixer": mixer}, **common)
         row = dict(mixed.row("lpft"))
         row["method"] = f"lpft+{name}"
         rows.append(row)
@@ -232,7 +226,7 @@ def assemble_results(cfg, rows, study, theory, timings, device, num_classes, siz
             "ft_over_lpft_feature_change_id": ratio,
             "lp_id_accuracy": lp["id_accuracy"],
         },
-        "config": {**cfg.to_dict(), "device": device, "num_classes": num_classes,
+        "config": {**cfg.to_dict(), "device": str(device), "num_classes": num_classes,
                    "train_val_test_sizes": list(sizes), "ood_sets": ood_names},
         "timings": timings,
     }

@@ -1,62 +1,58 @@
 """``pyrobust mixstudy``: does SmoothMix keep CutMix's clean accuracy and beat it under corruptions, here?
 
-The SmoothMix paper's experiment (Lee et al., CVPRW 2020; REFERENCES.md §SmoothMix) on the user's data:
-the same classifier is trained from scratch once per batch mixer (and seed) with identical
-initialisation, data order and schedule (:mod:`pyrobust.study.mixstudy_train`), then scored on the clean
-test set and on every corruption × severity of :mod:`pyrobust.data.corruptions`
-(:mod:`pyrobust.study.mixstudy_eval`), and probed with Grad-CAM on hard- and soft-edged pasted patches.
-Outputs in ``--out``: ``results.json``, ``report.html`` and its PNG figures (:mod:`pyrobust.study.mixstudy_report`).
-
-Default run: Fashion-MNIST's 60,000 training images (digits when the files are absent), 28 px, one
-grey channel, ``small_resnet`` width 16, 3 epochs, batch 256, six mixers, one seed; corruptions on a
-fixed, seeded subset of 2,000 of the 10,000 test images (clean accuracy on all of them). ``--quick``:
-digits at 16 px, width 8, 6 epochs, severities 1, 3, 5 and 200 test images per corrupted set — a
-pipeline check that finishes in well under two minutes. Every choice is recorded in
+The SmoothMix paper's experiment (Lee et al., CVPRW 2020) on the user's data: the same classifier is
+trained from scratch once per batch mixer (and seed) with identical initialisation, data order and
+schedule (:mod:`pyrobust.study.mixstudy_train`), then scored on the clean test set and on every
+corruption × severity of :mod:`pyrobust.data.corruptions` (:mod:`pyrobust.study.mixstudy_eval`), and
+probed with Grad-CAM on hard- and soft-edged pasted patches. Outputs in ``--out``: ``results.json``,
+``report.html`` and its PNG figures (:mod:`pyrobust.study.mixstudy_report`). The settings are a
+:class:`~pyrobust.study.mixstudy_config.MixStudyConfig`; every choice is recorded in
 ``results.json["config"]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
 import torch
 
-from pyrobust.errors import UsageError
+from pyrobust.errors import UsageError, check_out_folder, resolve_device
+from pyrobust.study.mixstudy_config import MixStudyConfig
 
-__all__ = ["add_arguments", "run", "resolve_config"]
+__all__ = ["add_arguments", "run", "config_from_args", "resolve_config"]
 
-_DEFAULTS = {
-    "full": dict(epochs=3, image_size=28, batch_size=256, lr=0.1, width=16, corruption_images=2000,
-                 cam_images=500, severities=[1, 2, 3, 4, 5]),
-    "quick": dict(epochs=6, image_size=16, batch_size=64, lr=0.1, width=8, corruption_images=200,
-                  cam_images=64, severities=[1, 3, 5]),
-}
 BOX_SIZE = 0.5  # side of the probe patch, a fraction of the image side (CutMix's mean box area is 1/2)
 SOFT_EDGE = 0.2  # SmoothMix's square-mask edge k
 
+# flag -> field; a flag that is not given leaves the configuration's value
+_FLAGS = ("dataset", "model", "width", "epochs", "seeds", "out", "device", "image_size", "batch_size", "workers",
+          "threads", "lr", "corruption_images", "cam_images")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pyrobust.study.mixstudy_train import MIXER_NAMES
-
+    parser.add_argument("--config", help="TOML file with a [mixstudy] table (keys: the fields of MixStudyConfig); "
+                                         "flags given override it")
     parser.add_argument("--dataset", default=None,
                         help="fashion-mnist, digits or an image folder (default: fashion-mnist when its files "
                              "are installed, digits otherwise; digits with --quick)")
-    parser.add_argument("--model", default="small_resnet",
+    parser.add_argument("--model", default=None,
                         help="classifier trained from scratch (default small_resnet)")
     parser.add_argument("--width", type=int, default=None,
                         help="small_resnet first-stage channels (default 16; quick 8)")
-    parser.add_argument("--mixers", default=",".join(MIXER_NAMES),
-                        help=f"comma-separated mixers (default: all of {','.join(MIXER_NAMES)})")
+    parser.add_argument("--mixers", default=None,
+                        help="comma-separated mixers, 'none' the baseline without mixing "
+                             "(default: none and every mixer of pyrobust.augment)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs per model (default 3; quick 6)")
-    parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
-    parser.add_argument("--out", default="mixstudy-out", help="output folder (default ./mixstudy-out)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds, 0..N-1 (default 1)")
+    parser.add_argument("--out", default=None, help="output folder (default ./mixstudy-out)")
     parser.add_argument("--quick", action="store_true", help="a small, fast run that checks the pipeline")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--device", default=None, help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 28; quick 16)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default 256; quick 64)")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes that mix (default 1)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader worker processes that mix (default 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads of the training process (default: CPU count minus workers, >= 1)")
     parser.add_argument("--lr", type=float, default=None, help="peak SGD learning rate (default 0.1)")
@@ -66,15 +62,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test images in the CAM probe (default 500; quick 64)")
 
 
+def config_from_args(args) -> MixStudyConfig:
+    """The configuration of ``--config`` (or the defaults), ``--quick`` sizes if asked, then the flags given."""
+    values = MixStudyConfig.read_toml(args.config) if getattr(args, "config", None) else {}
+    if getattr(args, "quick", False):
+        values["quick"] = True
+    cfg = MixStudyConfig.from_dict(values, source=getattr(args, "config", None) or "--quick")
+    overrides = {key: getattr(args, key) for key in _FLAGS if getattr(args, key, None) is not None}
+    if getattr(args, "mixers", None) is not None:
+        overrides["mixers"] = _parse_mixers(args.mixers)
+    return dataclasses.replace(cfg, **overrides)
+
+
 def _positive(name: str, value, minimum=1) -> None:
-    if value is not None and value < minimum:
-        raise UsageError(f"--{name} must be >= {minimum}, got {value}")
+    if value < minimum:
+        raise UsageError(f"--{name.replace('_', '-')} must be >= {minimum}, got {value}")
 
 
 def _parse_mixers(text: str) -> list:
+    return [t.strip().lower() for t in str(text).split(",") if t.strip()]
+
+
+def _check_mixers(names: list) -> None:
     from pyrobust.study.mixstudy_train import MIXER_NAMES
 
-    names = [t.strip().lower() for t in str(text).split(",") if t.strip()]
     if not names:
         raise UsageError(f"--mixers is empty; give a comma-separated list of {', '.join(MIXER_NAMES)}")
     unknown = [n for n in names if n not in MIXER_NAMES]
@@ -83,22 +94,19 @@ def _parse_mixers(text: str) -> list:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UsageError(f"mixer {dup[0]!r} is listed twice in --mixers")
-    return names
 
 
-def _resolve_dataset(value, quick: bool) -> tuple:
+def _resolve_dataset(value: str) -> tuple:
     """(name or path, channels); raises UsageError for a missing name or path."""
     from pyrobust.data import DatasetNotFoundError, find_fashion_mnist
 
-    if value is None:
-        if quick:
-            return "digits", 1
+    key = value.strip().lower().replace("_", "-")
+    if key == "auto":
         try:
             find_fashion_mnist()
             return "fashion-mnist", 1
         except DatasetNotFoundError:
             return "digits", 1
-    key = value.strip().lower().replace("_", "-")
     if key in ("digits",):
         return "digits", 1
     if key in ("fashion-mnist", "fashionmnist"):
@@ -114,71 +122,56 @@ def _resolve_dataset(value, quick: bool) -> tuple:
     return os.path.abspath(value), 3
 
 
-def _check_out(path: str) -> str:
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError(f"--out {path!r} is a file, not a folder")
-    parent = path
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise UsageError(f"--out {path!r} cannot be created: {parent!r} is a file")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"--out {path!r} cannot be created: {parent!r} is not writable")
-    return path
-
-
-def resolve_config(args) -> dict:
-    """Every setting of the run, validated; raises :class:`UsageError` before anything is computed."""
+def resolve_config(cfg) -> dict:
+    """Every setting of the run, validated, as recorded in ``results.json["config"]``; raises
+    :class:`UsageError` before anything is computed. ``cfg``: a :class:`MixStudyConfig` (or the
+    command's parsed arguments)."""
     from pyrobust.data import CORRUPTIONS
 
-    mixers = _parse_mixers(args.mixers)
-    quick = bool(args.quick)
-    d = _DEFAULTS["quick" if quick else "full"]
-    for name in ("epochs", "seeds", "image_size", "batch_size", "width", "threads", "cam_images"):
-        _positive(name.replace("_", "-"), getattr(args, name))
-    _positive("workers", args.workers, 0)
-    _positive("corruption-images", args.corruption_images, 0)
-    if args.image_size is not None and args.image_size < 8:
-        raise UsageError(f"--image-size must be >= 8, got {args.image_size}")
-    if args.batch_size is not None and args.batch_size < 2:
-        raise UsageError(f"--batch-size must be >= 2 (mixing pairs images of a batch), got {args.batch_size}")
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
-    try:
-        device = torch.device(args.device)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device!r}: CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {args.device!r}: only cpu and cuda are supported")
-    dataset, channels = _resolve_dataset(args.dataset, quick)
-    model = args.model.strip()
+    if not isinstance(cfg, MixStudyConfig):
+        cfg = config_from_args(cfg)
+    mixers = _parse_mixers(",".join(cfg.mixers))
+    _check_mixers(mixers)
+    for name in ("epochs", "seeds", "width", "cam_images"):
+        _positive(name, getattr(cfg, name))
+    for name in ("workers", "threads", "corruption_images"):
+        _positive(name, getattr(cfg, name), 0)
+    if cfg.image_size < 8:
+        raise UsageError(f"--image-size must be >= 8, got {cfg.image_size}")
+    if cfg.batch_size < 2:
+        raise UsageError(f"--batch-size must be >= 2 (mixing pairs images of a batch), got {cfg.batch_size}")
+    if not cfg.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {cfg.lr}")
+    for s in cfg.severities:
+        if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 5:
+            raise UsageError(f"severities must be integers in 1..5, got {s!r}")
+    device = resolve_device(cfg.device)
+    dataset, channels = _resolve_dataset(cfg.dataset)
+    model = cfg.model.strip()
     small = model.lower().replace("-", "_") == "small_resnet"
     if not small:
         channels = 3  # other backbones take RGB; grey images are replicated
-    cfg = {
+    record = {
         "dataset": dataset, "channels": channels, "model": model,
-        "width": (args.width or d["width"]) if small else None,
-        "mixers": mixers, "seeds": list(range(args.seeds)),
-        "epochs": args.epochs or d["epochs"], "image_size": args.image_size or d["image_size"],
-        "batch_size": args.batch_size or d["batch_size"], "lr": args.lr or d["lr"],
-        "workers": args.workers,
-        "threads": args.threads or max(1, (os.cpu_count() or 1) - args.workers),
-        "device": str(device), "quick": quick, "out": _check_out(args.out),
-        "corruptions": list(CORRUPTIONS), "severities": list(d["severities"]),
-        "corruption_images": d["corruption_images"] if args.corruption_images is None else args.corruption_images,
-        "cam_images": args.cam_images or d["cam_images"], "box_size": BOX_SIZE, "soft_edge": SOFT_EDGE,
+        "width": cfg.width if small else None,
+        "mixers": mixers, "seeds": list(range(cfg.seeds)),
+        "epochs": cfg.epochs, "image_size": cfg.image_size,
+        "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "workers": cfg.workers,
+        "threads": cfg.threads or max(1, (os.cpu_count() or 1) - cfg.workers),
+        "device": str(device), "quick": cfg.quick, "out": check_out_folder(cfg.out),
+        "corruptions": list(CORRUPTIONS), "severities": list(cfg.severities),
+        "corruption_images": cfg.corruption_images,
+        "cam_images": cfg.cam_images, "box_size": BOX_SIZE, "soft_edge": SOFT_EDGE,
         "corruption_seed": 0,
     }
     from pyrobust.study.mixstudy_train import build_model
 
     try:  # an unknown --model must fail here, before any data is loaded
-        build_model(model, 10, channels, cfg["image_size"], cfg["width"] or 16, 0)
+        build_model(model, 10, channels, record["image_size"], record["width"] or 16, 0)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"--model: {exc}") from None
-    return cfg
+    return record
 
 
 def _as_tensors(dataset, desc: str, progress: bool) -> tuple:
@@ -209,7 +202,7 @@ def run(args) -> int:
     from pyrobust.report import write_json
     from pyrobust.study.mixstudy_eval import accuracy_grid, cam_probe, last_spatial_layer, make_probe_set
     from pyrobust.study.mixstudy_report import summarise, terminal_table, verdict, write_report
-    from pyrobust.study.mixstudy_train import (BatchTensorDataset, build_model, make_mixer, make_train_loader,
+    from pyrobust.study.mixstudy_train import (BatchTensorDataset, build_model, make_train_loader, study_mixer,
                                                train_model)
 
     cfg = resolve_config(args)
@@ -238,7 +231,7 @@ def run(args) -> int:
 
     timings = {"train_images_per_s": {}, "mixing_only_images_per_s": {}, "data_wait_s": {}, "train_s": {}}
     for name in cfg["mixers"]:
-        mixer = make_mixer(name, num_classes, 0)
+        mixer = study_mixer(name, num_classes, 0)
         bs = min(cfg["batch_size"], train_x.shape[0])
         timings["mixing_only_images_per_s"][name] = (
             None if mixer is None else _mixing_only_rate(mixer, train_x[:bs], train_y[:bs]))
@@ -247,7 +240,7 @@ def run(args) -> int:
     runs = [(name, seed) for seed in cfg["seeds"] for name in cfg["mixers"]]
     for i, (name, seed) in enumerate(runs, 1):
         model = build_model(cfg["model"], num_classes, cfg["channels"], cfg["image_size"], cfg["width"] or 16, seed)
-        loader = make_train_loader(train_set, make_mixer(name, num_classes, seed), seed=seed,
+        loader = make_train_loader(train_set, study_mixer(name, num_classes, seed), seed=seed,
                                    batch_size=min(cfg["batch_size"], len(train_set)), workers=cfg["workers"],
                                    num_classes=num_classes)
         stats = train_model(model, loader, epochs=cfg["epochs"], lr=cfg["lr"], device=device,

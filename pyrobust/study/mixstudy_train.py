@@ -25,10 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from pyrobust.augment import MIXER_NAMES as AUGMENT_MIXER_NAMES
+from pyrobust.augment import MixCollate
+from pyrobust.augment import make_mixer as build_mixer
+from pyrobust.lpft.finetune import lr_at, soft_cross_entropy
 from pyrobust.models.adapter import model_input
 
 __all__ = [
     "MIXER_NAMES",
+    "MIXER_SETTINGS",
+    "study_mixer",
     "make_mixer",
     "BatchTensorDataset",
     "OneHotCollate",
@@ -38,31 +44,33 @@ __all__ = [
     "soft_cross_entropy",
 ]
 
-MIXER_NAMES = ("none", "cutout", "mixup", "cutmix", "smoothmix-circle", "smoothmix-square")
+# The study's arms: the baseline "none" (no mixing, one-hot targets) and every mixer.
+MIXER_NAMES = ("none", *AUGMENT_MIXER_NAMES)
+
+# The papers' settings, given explicitly so that a change of a mixer's default does not change the
+# study: CutMix and MixUp alpha = 1, Cutout a box of half the image side filled with 0, SmoothMix
+# circle s ~ U(0.25, 0.5) and square edge k = 0.2.
+MIXER_SETTINGS = {
+    "cutout": {"size": 0.5, "fill": 0.0},
+    "mixup": {"alpha": 1.0},
+    "cutmix": {"alpha": 1.0},
+    "smoothmix-circle": {"sigma_range": (0.25, 0.5)},
+    "smoothmix-square": {"smooth": 0.2},
+}
 
 
-def make_mixer(name: str, num_classes: int, seed: int):
-    """The batch mixer called ``name`` (one of :data:`MIXER_NAMES`), or ``None`` for ``"none"``.
-
-    Hyper-parameters are the papers' defaults: CutMix and MixUp ``alpha = 1``, Cutout a box of half
-    the image side filled with 0, SmoothMix circle ``s ~ U(0.25, 0.5)`` and square edge ``k = 0.2``.
-    """
-    from pyrobust.augment import CutMix, Cutout, MixUp, SmoothMix
-
+def study_mixer(name: str, num_classes: int, seed: int):
+    """The batch mixer ``name`` (one of :data:`MIXER_NAMES`) with the study's settings, or ``None`` for
+    the ``"none"`` baseline. Its generator is seeded from ``seed`` apart from the data order's."""
     if name == "none":
         return None
+    if name not in MIXER_SETTINGS:
+        raise ValueError(f"unknown mixer {name!r}; known: {', '.join(MIXER_NAMES)}")
     gen = torch.Generator().manual_seed(1_000_003 * int(seed) + 17)
-    if name == "cutout":
-        return Cutout(num_classes, size=0.5, fill=0.0, generator=gen)
-    if name == "mixup":
-        return MixUp(num_classes, alpha=1.0, generator=gen)
-    if name == "cutmix":
-        return CutMix(num_classes, alpha=1.0, generator=gen)
-    if name == "smoothmix-circle":
-        return SmoothMix(num_classes, mode="circle", generator=gen)
-    if name == "smoothmix-square":
-        return SmoothMix(num_classes, mode="square", generator=gen)
-    raise ValueError(f"unknown mixer {name!r}; known: {', '.join(MIXER_NAMES)}")
+    return build_mixer(name, num_classes, generator=gen, **MIXER_SETTINGS[name])
+
+
+make_mixer = study_mixer  # the name this function had first
 
 
 class BatchTensorDataset(Dataset):
@@ -107,8 +115,6 @@ def make_train_loader(dataset: BatchTensorDataset, mixer, *, seed: int, batch_si
     The batch order depends on ``seed`` only (not on the mixer); the last incomplete batch is dropped
     so every step sees ``batch_size`` images.
     """
-    from pyrobust.augment import MixCollate
-
     order = torch.Generator().manual_seed(int(seed))
     sampler = BatchSampler(RandomSampler(dataset, generator=order), batch_size, drop_last=True)
     collate = OneHotCollate(num_classes) if mixer is None else MixCollate(mixer, collate_fn=_identity)
@@ -131,16 +137,9 @@ def build_model(model_name: str, num_classes: int, in_channels: int, image_size:
         return get_backbone(model_name, num_classes, image_size)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``-Σ_k targets[k] log softmax(logits)[k]``."""
-    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
-
-
 def _lr_factor(step: int, total: int) -> float:
-    warm = max(1, int(0.03 * total))
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    """Linear warm-up over the first 3 % of the steps, then cosine decay to 0."""
+    return lr_at(step, lr=1.0, total=total, warmup=max(1, int(0.03 * total)), schedule="cosine")
 
 
 def train_model(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float, device: torch.device,

@@ -1,0 +1,205 @@
+"""``run_lpft``: the LP / FT / LP-FT comparison of Kumar et al. (ICLR 2022) on one backbone and one dataset.
+
+Protocol (the LP-FT authors'): LP = probe sweep on cached frozen features (C by ID val accuracy); FT = full
+fine-tuning from a fresh head; LP-FT = full fine-tuning from the LP head with a learning-rate grid about 10x lower.
+Each fine-tuning method sweeps its small lr grid and keeps the lr with the best mean ID val accuracy over seeds.
+Feature change is measured on the ID test and OOD sets against the pretrained backbone with
+``pyrobust.distortion.feature_change``; LP leaves the backbone untouched, so its change is 0 by construction.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pyrobust.features import extract_features
+from pyrobust.lpft.evaluate import evaluate
+from pyrobust.lpft.finetune import finetune
+from pyrobust.lpft.probe_head import linear_probe
+from pyrobust.tables import format_table
+
+METHODS = ("lp", "ft", "lpft")
+
+
+@dataclass
+class LPFTStudy:
+    """Result of :func:`run_lpft`.
+
+    ``rows``: one dict per method at its selected lr (means over seeds; ``*_std`` when several seeds) with keys
+    ``method``, ``lr`` (None for LP), ``C`` (LP only), ``id_val``, ``id_test``, ``ood_mean``, one key per OOD set,
+    ``feature_change_id`` / ``feature_change_ood`` (mean squared change of penultimate features, OOD averaged over
+    sets), ``procrustes_id`` / ``procrustes_ood``. ``runs``: every (method, lr, seed) run with its accuracies.
+    """
+
+    rows: list[dict]
+    runs: list[dict] = field(default_factory=list)
+    ood_names: list[str] = field(default_factory=list)
+    probe: object = None  # the LP probe's SweepResult (regularisation path), when LP ran
+
+    def row(self, method: str) -> dict:
+        for r in self.rows:
+            if r["method"] == method:
+                return r
+        raise KeyError(f"no row for method {method!r}; have {[r['method'] for r in self.rows]}")
+
+    def to_markdown(self) -> str:
+        """Accuracies in %, feature change as mean squared change ×100 (the authors' unit)."""
+        head = ["method", "lr", "ID val", "ID test", "OOD mean", *self.ood_names, "Δfeat ID ×100", "Δfeat OOD ×100",
+                "Procrustes ID", "Procrustes OOD"]
+
+        def pct(r, k):
+            s = f"{100 * r[k]:.1f}"
+            return s + (f" ± {100 * r[k + '_std']:.1f}" if r.get(k + "_std") else "")
+
+        rows = []
+        for r in self.rows:
+            rows.append([r["method"].upper().replace("LPFT", "LP-FT"), "—" if r["lr"] is None else f"{r['lr']:g}",
+                         pct(r, "id_val"), pct(r, "id_test"), pct(r, "ood_mean"), *[pct(r, n) for n in self.ood_names],
+                         f"{100 * r['feature_change_id']:.3g}", f"{100 * r['feature_change_ood']:.3g}",
+                         f"{r['procrustes_id']:.3g}", f"{r['procrustes_ood']:.3g}"])
+        return format_table(rows, head, markdown=True)
+
+
+def _fresh(model) -> nn.Module:
+    return model() if callable(model) and not isinstance(model, nn.Module) else copy.deepcopy(model)
+
+
+def _sequential(loader: DataLoader) -> DataLoader:
+    return DataLoader(loader.dataset, batch_size=loader.batch_size or 256, shuffle=False,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+
+
+def _summarise(method, lr, runs, ood_names, extra=None) -> dict:
+    keys = ["id_val", "id_test", "ood_mean", *ood_names, "feature_change_id", "feature_change_ood",
+            "procrustes_id", "procrustes_ood"]
+    row = {"method": method, "lr": lr, **(extra or {})}
+    for k in keys:
+        vals = np.array([r[k] for r in runs], dtype=np.float64)
+        row[k] = float(vals.mean())
+        if len(vals) > 1:
+            row[k + "_std"] = float(vals.std(ddof=1))
+    row["seeds"] = [r["seed"] for r in runs]
+    return row
+
+
+def run_lpft(
+    model: nn.Module | Callable[[], nn.Module],
+    *,
+    train: DataLoader,
+    val: DataLoader,
+    id_test: DataLoader,
+    ood: dict[str, DataLoader],
+    epochs: int = 6,
+    ft_lrs=(1e-3, 3e-3, 1e-2),
+    lpft_lrs=(1e-4, 3e-4, 1e-3),
+    Cs=None,
+    seeds=(0,),
+    methods=METHODS,
+    cache_dir: str | None = None,
+    probe_kwargs: dict | None = None,
+    finetune_kwargs: dict | None = None,
+    feature_change_batches: int | None = None,
+    device=None,
+    progress: bool = True,
+) -> LPFTStudy:
+    """Run LP, FT and LP-FT on the same data and return one comparison table.
+
+    Args:
+        model: the pretrained classifier (``pyrobust.models.FeatureModel``: ``features(x)``, ``head``), deep-copied
+            for every run, or a zero-argument factory returning a fresh one.
+        train: shuffling training loader for fine-tuning (its dataset, in order, is used for LP features).
+        val: ID validation loader (selects C and lr); id_test: ID test loader; ood: ``{name: loader}`` shifts.
+        epochs: fine-tuning epochs. ft_lrs / lpft_lrs: lr grids (LP-FT's ~10x lower, as the authors found).
+        Cs: probe C grid (default ``LPFT_DEFAULTS``). seeds: fine-tuning seeds (FT / LP-FT results are means).
+        methods: subset of ``("lp", "ft", "lpft")``; ``"lpft"`` needs the LP head, so LP always runs if it does.
+        cache_dir: where features are cached (default: a temporary directory, removed afterwards).
+        probe_kwargs: extra ``linear_probe`` / ``probe_sweep`` arguments; finetune_kwargs: extra ``finetune``
+            arguments (optimizer, mixer, early_stopping, ...).
+        feature_change_batches: limit batches per set for the feature-change measurement.
+        device, progress: as in :func:`finetune`.
+
+    Returns:
+        :class:`LPFTStudy` (``.rows``, ``.runs``, ``.to_markdown()``).
+    """
+    from pyrobust.distortion import feature_change
+
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods!r}")
+    if not isinstance(ood, dict):
+        raise TypeError(f"ood must be a dict of name -> loader, got {type(ood).__name__}")
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    ood_names = list(ood)
+    eval_sets = {"id_val": val, "id_test": id_test, **ood}
+    change_sets = {"id": id_test, **{f"ood:{k}": v for k, v in ood.items()}}
+    ft_kwargs = dict(finetune_kwargs or {})
+    pretrained = _fresh(model)
+    tmp = tempfile.mkdtemp(prefix="pyrobust-lpft-") if cache_dir is None else None
+    root = cache_dir or tmp
+    rows, runs = [], []
+
+    def record(method, lr, seed, m, extra=None):
+        acc = evaluate(m, eval_sets, device=device)
+        run = {"method": method, "lr": lr, "seed": seed, **acc,
+               "ood_mean": float(np.mean([acc[k] for k in ood_names])) if ood_names else float("nan"),
+               **(extra or {})}
+        runs.append(run)
+        return run
+
+    def add_change(run, m):
+        if m is None:
+            run.update(feature_change_id=0.0, feature_change_ood=0.0, procrustes_id=0.0, procrustes_ood=0.0)
+            return
+        ch = feature_change(pretrained, m, change_sets, device=device, max_batches=feature_change_batches)
+        oods = [ch[f"ood:{k}"] for k in ood_names] or [ch["id"]]
+        run.update(feature_change_id=ch["id"]["mean_squared_change"],
+                   feature_change_ood=float(np.mean([c["mean_squared_change"] for c in oods])),
+                   procrustes_id=ch["id"]["procrustes_distance"],
+                   procrustes_ood=float(np.mean([c["procrustes_distance"] for c in oods])))
+
+    try:
+        lp_head = sweep = None
+        if "lp" in methods or "lpft" in methods:
+            kw = dict(batch_size=train.batch_size, device=device, progress=progress)
+            c_train = extract_features(pretrained, _sequential(train), os.path.join(root, "train"), **kw)
+            c_val = extract_features(pretrained, _sequential(val), os.path.join(root, "val"), **kw)
+            pk = {"progress": progress, **(probe_kwargs or {})}
+            lp_head, sweep = linear_probe(c_train, c_val, Cs, **pk)
+            if "lp" in methods:
+                m = copy.deepcopy(pretrained)
+                m.head = copy.deepcopy(lp_head)
+                run = record("lp", None, None, m, {"C": float(sweep.best_C)})
+                add_change(run, None)
+                rows.append(_summarise("lp", None, [run], ood_names, {"C": float(sweep.best_C)}))
+
+        for method, lrs in (("ft", ft_lrs), ("lpft", lpft_lrs)):
+            if method not in methods:
+                continue
+            best = None  # (mean id_val, lr, [(run, model)])
+            for lr in lrs:
+                trials = []
+                for seed in seeds:
+                    m = _fresh(model)
+                    head = copy.deepcopy(lp_head) if method == "lpft" else None
+                    m, hist = finetune(m, head, train, val, epochs=epochs, lr=float(lr), seed=int(seed),
+                                       device=device, progress=progress, **ft_kwargs)
+                    trials.append((record(method, float(lr), int(seed), m), m))
+                score = float(np.mean([r["id_val"] for r, _ in trials]))
+                if best is None or score > best[0]:
+                    best = (score, float(lr), trials)
+            for run, m in best[2]:
+                add_change(run, m)
+            rows.append(_summarise(method, best[1], [r for r, _ in best[2]], ood_names))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return LPFTStudy(rows=rows, runs=runs, ood_names=ood_names, probe=sweep)
