@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyrobust.augment import timm as dropin
 from pyrobust.augment.timm import FastCollateMixup, Mixup
 from pyrobust.ops import mix as mix_ops
 from tests.mix_helpers import random_images
@@ -93,10 +94,13 @@ def test_mixup_follows_timms_definitions(mode, name, smoothing):
 
 
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
-def test_mixup_equals_timm_with_the_same_numpy_seed(mode):
+@pytest.mark.parametrize("pairs_at_a_time", [1, 3, None])
+def test_mixup_equals_timm_with_the_same_numpy_seed(mode, pairs_at_a_time, monkeypatch):
     timm_mixup = pytest.importorskip("timm.data.mixup")
     x = random_images(8, 3, 12, 16, torch.float32, seed=2)
     labels = torch.tensor([1, 4, 1, 5, 9, 2, 6, 5])
+    if pairs_at_a_time:  # in place a few pairs at a time, as on large images
+        monkeypatch.setattr(dropin, "CHUNK_BYTES", 2 * pairs_at_a_time * x[0].nbytes)
     for (name, cfg), seed in itertools.product(CONFIGS.items(), range(3)):
         kw = dict(cfg, mode=mode, num_classes=K, label_smoothing=0.1)
         np.random.seed(seed)
@@ -184,7 +188,13 @@ def test_soft_masks_paste_the_partner_through_smoothmix_masks(mask, mode):
                  label_smoothing=0.0)
     np.random.seed(3)
     xr = random_images(n, 3, h, w, torch.float32, seed=6)
+    torch.manual_seed(3)
     out, targets = both(xr.clone(), labels)
+    np.random.seed(3)
+    torch.manual_seed(3)
+    with pytest.MonkeyPatch.context() as patch:  # a pair at a time: the same
+        patch.setattr(dropin, "CHUNK_BYTES", 2 * xr[0].nbytes)
+        torch.testing.assert_close(both(xr.clone(), labels)[0], out, rtol=0, atol=0)
     lam = recover_lam(targets, labels, 0.0)
     kinds = set()
     for i in range(n):

@@ -51,6 +51,10 @@ from pyrobust.ops import mix as mix_ops
 CUTMIX_MASKS = ("box", "circle", "square")
 MODES = ("batch", "pair", "elem")
 
+# Bytes of pairs mixed at a time in place on the CPU: the gathered pairs and their mix stay in
+# the last-level cache.
+CHUNK_BYTES = 2 << 20
+
 # Kinds of mixing a sample gets.
 UNMIXED, BLEND, BOX, SOFT = 0, 1, 2, 3
 
@@ -313,15 +317,32 @@ class Mixup:
                 mix_ops.mix(src, partner, params, profile, invert, out=other)
                 index = torch.from_numpy(np.flatnonzero(rows)).to(src.device)
                 dst.index_copy_(0, index, other.index_select(0, index))
-        _paste_boxes(dst, src, plan)
+        _write_patches(dst, _box_patches(src, plan, copy=False))
 
     def _mix_in_place(self, x: torch.Tensor, plan: MixPlan) -> None:
-        if ((plan.kind == BLEND) | (plan.kind == SOFT)).any():
-            scratch = self._scratch.take(x)
-            self._mix_into(scratch, x, plan)
-            x.copy_(scratch)
-        else:
-            _paste_boxes(x, x, plan)
+        """Mix ``x`` into itself. On the CPU, blended pairs go through a cache-sized scratch a few
+        pairs at a time (gather the pairs, mix them, write them back), so the batch itself is read
+        and written about once; a whole-batch scratch would cost three passes over memory more.
+        Box patches are read before anything is written."""
+        patches = _box_patches(x, plan, copy=True)
+        blended = (plan.kind == BLEND) | (plan.kind == SOFT)
+        if blended.any():
+            n = x.shape[0]
+            half = n // 2
+            pairs = half if x.device.type != "cpu" else max(1, min(half, CHUNK_BYTES // (2 * x[0].nbytes)))
+            gathered = self._scratch.take(x[: 2 * pairs])
+            mixed = self._scratch.take(x[: 2 * pairs])
+            for start in range(0, half, pairs):
+                stop = min(start + pairs, half)
+                m = stop - start
+                rows = np.r_[start:stop, n - stop:n - start]  # pairs (i, n-1-i): a flipped batch
+                if not blended[rows].any():
+                    continue
+                torch.cat((x[start:stop], x[n - stop:n - start]), out=gathered[: 2 * m])
+                self._mix_into(mixed[: 2 * m], gathered[: 2 * m], _blends_of(plan, rows))
+                x[start:stop] = mixed[:m]
+                x[n - stop:n - start] = mixed[m:2 * m]
+        _write_patches(x, patches)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -341,24 +362,34 @@ class Mixup:
         return mixup_target(target, self.num_classes, lam, self.label_smoothing, self.multi_label)
 
 
-def _paste_boxes(dst: torch.Tensor, src: torch.Tensor, plan: MixPlan) -> None:
-    """For each BOX sample i: ``dst[i]``'s box gets ``src[N - 1 - i]``'s; ``dst`` may be ``src``
-    (the patches are then read before any is written)."""
+def _box_patches(src: torch.Tensor, plan: MixPlan, copy: bool) -> list:
+    """``(index, patch)`` for each BOX sample i: the region of ``dst[index]`` that receives
+    ``src[N - 1 - i]``'s box; ``copy`` reads the patches out of ``src`` (to write them into it)."""
     rows = np.flatnonzero(plan.kind == BOX)
     if rows.size == 0:
-        return
+        return []
     n = src.shape[0]
-    if (plan.kind == BOX).all() and (plan.boxes == plan.boxes[0]).all():
-        yl, yh, xl, xh = (int(v) for v in plan.boxes[0])  # one box for all: one copy
-        dst[:, :, yl:yh, xl:xh] = src[:, :, yl:yh, xl:xh].flip(0)
-        return
-    slices = [(i, (slice(None), slice(int(b[0]), int(b[1])), slice(int(b[2]), int(b[3]))))
-              for i, b in zip(rows, plan.boxes[rows])]
-    patches = [src[n - 1 - i][box] for i, box in slices]
-    if dst is src:
-        patches = [p.clone() for p in patches]
-    for (i, box), patch in zip(slices, patches):
-        dst[i][box] = patch
+    if rows.size == n and (plan.boxes == plan.boxes[0]).all():  # one box for all: one copy
+        yl, yh, xl, xh = (int(v) for v in plan.boxes[0])
+        return [((slice(None), slice(None), slice(yl, yh), slice(xl, xh)),
+                 src[:, :, yl:yh, xl:xh].flip(0))]
+    patches = []
+    for i, (yl, yh, xl, xh) in zip(rows.tolist(), plan.boxes[rows].tolist()):
+        patch = src[n - 1 - i, :, yl:yh, xl:xh]
+        patches.append(((i, slice(None), slice(yl, yh), slice(xl, xh)), patch.clone() if copy else patch))
+    return patches
+
+
+def _write_patches(dst: torch.Tensor, patches: list) -> None:
+    for index, patch in patches:
+        dst[index] = patch
+
+
+def _blends_of(plan: MixPlan, rows: np.ndarray) -> MixPlan:
+    """The plan of the sub-batch ``rows`` with its boxes left out (written from patches)."""
+    kind = np.where(plan.kind[rows] == BOX, UNMIXED, plan.kind[rows])
+    soft = None if plan.soft is None else plan.soft[torch.from_numpy(rows)]
+    return MixPlan(kind, plan.lam[rows], plan.boxes[rows], soft, None)
 
 
 class FastCollateMixup(Mixup):
