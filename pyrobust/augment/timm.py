@@ -138,6 +138,16 @@ class MixPlan(NamedTuple):
     scalar_lam: Optional[float]
 
 
+class Blend(NamedTuple):
+    """One op call of a mix: the samples it blends with their flipped partner (``rows``, ``(N,)``
+    bool), their ``(N, 6)`` float32 parameters, the op's mask ``profile`` and ``invert``."""
+
+    rows: torch.Tensor
+    params: torch.Tensor
+    profile: str
+    invert: bool
+
+
 class Mixup:
     """MixUp / CutMix with per-batch, per-pair or per-sample parameters, as timm's ``Mixup``.
 
@@ -289,34 +299,38 @@ class Mixup:
 
     # -- applying ------------------------------------------------------------------------------
 
-    def _soft_profile(self) -> str:
-        return _SOFT[self.cutmix_mask][2] if self.cutmix_mask != "box" else "trapezoid"
+    def _blends(self, plan: MixPlan) -> list:
+        """The op calls that make the plan's blended samples: one ``Blend`` per mask profile
+        present (MixUp's constant, the soft mask's)."""
+        blends = []
+        if (plan.kind == BLEND).any():
+            params = torch.zeros(len(plan.kind), mix_ops.MIX_PARAMS, dtype=torch.float32)
+            params[:, 0] = torch.from_numpy(plan.lam.astype(np.float32))
+            blends.append(Blend(torch.from_numpy(plan.kind == BLEND), params, "constant", False))
+        if (plan.kind == SOFT).any():
+            blends.append(Blend(torch.from_numpy(plan.kind == SOFT), plan.soft,
+                                _SOFT[self.cutmix_mask][2], True))
+        return blends
+
+    def _mix_blends(self, dst: torch.Tensor, src: torch.Tensor, blends: list) -> None:
+        """``dst`` (not ``src``) = ``src`` with each blended sample mixed with its flipped
+        partner; the other samples copied."""
+        if not blends:
+            dst.copy_(src)
+            return
+        n = src.shape[0]
+        flip, own = torch.arange(n - 1, -1, -1), torch.arange(n)
+        for g, blend in enumerate(blends):
+            partner = torch.where(blend.rows, flip, own)
+            into = dst if g == 0 else self._scratch.take(src)
+            mix_ops.mix(src, partner, blend.params, blend.profile, blend.invert, out=into)
+            if g:  # MixUp and a soft mask in one batch: one more pass, its rows taken
+                index = blend.rows.nonzero()[:, 0].to(src.device)
+                dst.index_copy_(0, index, into.index_select(0, index))
 
     def _mix_into(self, dst: torch.Tensor, src: torch.Tensor, plan: MixPlan) -> None:
         """Write the mixed batch of ``src`` (flipped partners) into ``dst`` (not ``src``)."""
-        n = src.shape[0]
-        flip = torch.arange(n - 1, -1, -1)
-        own = torch.arange(n)
-        groups = []
-        blend = plan.kind == BLEND
-        if blend.any():
-            params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float32)
-            params[:, 0] = torch.from_numpy(plan.lam.astype(np.float32))
-            groups.append((blend, params, "constant", False))
-        soft = plan.kind == SOFT
-        if soft.any():
-            groups.append((soft, plan.soft, self._soft_profile(), True))
-        if not groups:
-            dst.copy_(src)
-        for g, (rows, params, profile, invert) in enumerate(groups):
-            partner = torch.where(torch.from_numpy(rows), flip, own)
-            if g == 0:
-                mix_ops.mix(src, partner, params, profile, invert, out=dst)
-            else:  # both MixUp and soft masks in one batch: one more pass, then the rows taken
-                other = self._scratch.take(src)
-                mix_ops.mix(src, partner, params, profile, invert, out=other)
-                index = torch.from_numpy(np.flatnonzero(rows)).to(src.device)
-                dst.index_copy_(0, index, other.index_select(0, index))
+        self._mix_blends(dst, src, self._blends(plan))
         _write_patches(dst, _box_patches(src, plan, copy=False))
 
     def _mix_in_place(self, x: torch.Tensor, plan: MixPlan) -> None:
@@ -325,23 +339,31 @@ class Mixup:
         and written about once; a whole-batch scratch would cost three passes over memory more.
         Box patches are read before anything is written."""
         patches = _box_patches(x, plan, copy=True)
-        blended = (plan.kind == BLEND) | (plan.kind == SOFT)
-        if blended.any():
+        blends = self._blends(plan)
+        if blends:
             n = x.shape[0]
             half = n // 2
             pairs = half if x.device.type != "cpu" else max(1, min(half, CHUNK_BYTES // (2 * x[0].nbytes)))
+            # The pairs (i, n-1-i) for i in [a, b), gathered as x[a:b] then x[n-b:n-a], are
+            # themselves a flipped batch: reorder the op parameters that way once.
+            chunks = [(a, min(a + pairs, half)) for a in range(0, half, pairs)]
+            order = torch.tensor([i for a, b in chunks for i in (*range(a, b), *range(n - b, n - a))],
+                                 dtype=torch.long)
+            blends = [Blend(g.rows[order], g.params[order], g.profile, g.invert) for g in blends]
+            blended = np.logical_or.reduce([g.rows.numpy() for g in blends])
             gathered = self._scratch.take(x[: 2 * pairs])
             mixed = self._scratch.take(x[: 2 * pairs])
-            for start in range(0, half, pairs):
-                stop = min(start + pairs, half)
-                m = stop - start
-                rows = np.r_[start:stop, n - stop:n - start]  # pairs (i, n-1-i): a flipped batch
-                if not blended[rows].any():
+            at = 0
+            for a, b in chunks:
+                m, at = b - a, at + 2 * (b - a)
+                if not blended[at - 2 * m:at].any():
                     continue
-                torch.cat((x[start:stop], x[n - stop:n - start]), out=gathered[: 2 * m])
-                self._mix_into(mixed[: 2 * m], gathered[: 2 * m], _blends_of(plan, rows))
-                x[start:stop] = mixed[:m]
-                x[n - stop:n - start] = mixed[m:2 * m]
+                torch.cat((x[a:b], x[n - b:n - a]), out=gathered[: 2 * m])
+                self._mix_blends(mixed[: 2 * m], gathered[: 2 * m],
+                                 [Blend(g.rows[at - 2 * m:at], g.params[at - 2 * m:at], g.profile, g.invert)
+                                  for g in blends])
+                x[a:b] = mixed[:m]
+                x[n - b:n - a] = mixed[m:2 * m]
         _write_patches(x, patches)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple:
@@ -383,13 +405,6 @@ def _box_patches(src: torch.Tensor, plan: MixPlan, copy: bool) -> list:
 def _write_patches(dst: torch.Tensor, patches: list) -> None:
     for index, patch in patches:
         dst[index] = patch
-
-
-def _blends_of(plan: MixPlan, rows: np.ndarray) -> MixPlan:
-    """The plan of the sub-batch ``rows`` with its boxes left out (written from patches)."""
-    kind = np.where(plan.kind[rows] == BOX, UNMIXED, plan.kind[rows])
-    soft = None if plan.soft is None else plan.soft[torch.from_numpy(rows)]
-    return MixPlan(kind, plan.lam[rows], plan.boxes[rows], soft, None)
 
 
 class FastCollateMixup(Mixup):
