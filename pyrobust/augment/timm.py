@@ -248,9 +248,9 @@ class Mixup:
                 lam = float(np.random.beta(self.cutmix_alpha, self.cutmix_alpha))
         return lam, use_cutmix
 
-    def plan(self, n: int, height: int, width: int, mode: Optional[str] = None) -> MixPlan:
+    def plan(self, n: int, height: int, width: int) -> MixPlan:
         """Draw every decision for a batch of ``n`` images of ``height x width``."""
-        mode = mode or self.mode
+        mode = self.mode
         shape = (height, width)
         kind = np.zeros(n, dtype=np.int64)
         lam = np.ones(n, dtype=np.float64)
