@@ -32,9 +32,8 @@ import torch._prims_common
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
-def _holders(buffer: torch.Tensor) -> tuple:
-    """(C++ holders of the buffer's storage, Python references to its storage object)."""
-    storage = buffer.untyped_storage()
+def _holders(storage: torch.UntypedStorage) -> tuple:
+    """(C++ holders of a storage, Python references to its storage object)."""
     return _use_count(storage._cdata), sys.getrefcount(storage)
 
 
@@ -43,7 +42,9 @@ def _unreferenced_baseline() -> Optional[tuple]:
     torch keeps the storage's Python object); None where torch has no storage use count."""
     if _use_count is None:
         return None
-    return _holders(torch.empty(1))
+    tensor = torch.empty(1)  # held as the pool holds its buffers
+    storage = tensor.untyped_storage()
+    return _holders(storage)
 
 
 _FREE = _unreferenced_baseline()
@@ -68,11 +69,12 @@ class OutputPool:
     @staticmethod
     def accepts(images: torch.Tensor) -> bool:
         """Whether an output for ``images`` may come from a pool: a plain CPU strided tensor."""
-        return (_FREE is not None and type(images) is torch.Tensor and images.device.type == "cpu"
+        return (_FREE is not None and type(images) is torch.Tensor and images.is_cpu
                 and images.layout == torch.strided and images.dim() == 4)
 
     def take(self, images: torch.Tensor) -> torch.Tensor:
-        fmt = torch._prims_common.suggest_memory_format(images)
+        fmt = (torch.contiguous_format if images.is_contiguous()
+               else torch._prims_common.suggest_memory_format(images))
         if not self.accepts(images):
             return torch.empty(images.shape, dtype=images.dtype, device=images.device, memory_format=fmt)
         # A buffer made in inference mode cannot be written outside it: one pool for each.
@@ -83,9 +85,10 @@ class OutputPool:
             while len(self._buffers) > self.keys:
                 self._buffers.popitem(last=False)
             for buffer in list(buffers):
-                if buffer.is_shared():
+                storage = buffer.untyped_storage()
+                if storage.is_shared():
                     buffers.remove(buffer)  # another process may still read it
-                elif _holders(buffer) == _FREE:
+                elif _holders(storage) == _FREE:
                     return buffer.detach()
             fresh = torch.empty(images.shape, dtype=images.dtype, memory_format=fmt)
             if len(buffers) < self.per_key:
