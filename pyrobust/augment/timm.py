@@ -32,8 +32,9 @@ is the mean of the mask applied (exact), and ``cutmix_alpha``, ``cutmix_minmax``
 ``correct_lam`` (which size and correct the box) do not apply.
 
 How the images are written: hard boxes are copied as slices (in place, only the box moves);
-MixUp blends and soft masks run through ``pyrobust.ops.mix`` into a scratch batch reused from
-call to call, which is then copied into ``x`` (in the collate, straight into the new batch).
+MixUp blends and soft masks run through ``pyrobust.ops.mix``, a few pairs at a time through a
+cache-sized scratch on the CPU (``Mixup._mix_in_place``), straight into the new batch in the
+collate. Paths and figures: docs/mixing-paths.md.
 """
 
 from __future__ import annotations
