@@ -3,7 +3,11 @@
 Every row mixes the same batch (default 64 x 3 x 224 x 224) in one process and reports images/s
 for the whole call, targets included, and its ratio to the memory-bandwidth ceiling: a two-input
 ``torch.lerp`` into a preallocated output over the same bytes (read two batches, write one),
-which is what a one-pass mix must at least do.
+which is what a one-pass mix must at least do. Each row names its path: ``out=`` (a buffer the
+caller keeps), the default call in the two common loops (``x, t = mixer(x, y)``, which releases
+the previous output first, and ``xm, t = mixer(x, y)``, which still holds it), a fresh output
+every call, and the in-place timm drop-in beside timm per mode, with the two-pass bound an
+in-place mix cannot beat (one read and one write of the batch: ``copy_``).
 
     python benchmarks/bench_mix.py [--batch 64] [--size 224] [--device cpu|cuda] [--min-time 1.0]
 """
@@ -19,6 +23,7 @@ import warnings
 import torch
 
 from pyrobust.augment import CutMix, Cutout, MixUp, SmoothMix
+from pyrobust.augment import timm as timm_dropin
 from pyrobust.ops import mix as mix_ops
 
 
@@ -90,6 +95,47 @@ def incumbents(x, y, k):
     return rows
 
 
+def default_call_loops(mixer, x, y) -> dict:
+    """The two common loops over a loader, as callables of one iteration each."""
+    held = {"x": None, "xm": None}
+
+    def releasing():  # for x, y in loader: x, t = mixer(x, y)
+        held["x"] = x
+        held["x"], _ = mixer(held["x"], y)
+
+    def holding():  # for x, y in loader: xm, t = mixer(x, y)
+        held["xm"], _ = mixer(x, y)
+
+    return {"x, t = mixer(x, y)": releasing, "xm, t = mixer(x, y)": holding}
+
+
+def timm_rows(x32, y, k, min_time, dev) -> list:
+    """timm's Mixup per mode beside pyrobust.augment.timm.Mixup, both mixing one batch in place
+    (no clone inside the timing: repeated mixing keeps the values in range), and the bound."""
+    rows = []
+    work = x32.clone()
+    rows.append(("two-pass bound: read + write the batch (copy_)", "float32",
+                 measure(lambda: work.copy_(x32), min_time, dev)))
+    try:
+        from timm.data import Mixup as TimmMixup
+    except ImportError:
+        print("timm not installed: the drop-in is timed alone", file=sys.stderr)
+        TimmMixup = None
+    kinds = {"mixup": dict(mixup_alpha=1.0), "cutmix": dict(mixup_alpha=0.0, cutmix_alpha=1.0),
+             "cutmix circle": dict(mixup_alpha=0.0, cutmix_alpha=1.0, cutmix_mask="circle")}
+    for mode in ("batch", "pair", "elem"):
+        for kind, kw in kinds.items():
+            kw = dict(kw, mode=mode, num_classes=k, label_smoothing=0.1)
+            if TimmMixup is not None and "cutmix_mask" not in kw:
+                timm_mixer = TimmMixup(**kw)
+                rows.append((f"timm Mixup {kind} ({mode}, in place)", "float32",
+                             measure(lambda m=timm_mixer: m(work, y), min_time, dev)))
+            ours = timm_dropin.Mixup(**kw)
+            rows.append((f"pyrobust.augment.timm.Mixup {kind} ({mode}, in place)", "float32",
+                         measure(lambda m=ours: m(work, y), min_time, dev)))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
@@ -140,7 +186,11 @@ def main(argv=None) -> int:
                 rows.append((f"{name} ({tag}, out=)", dtype, t))
         mixer.per_sample = True
     circle = mixers[0][1]
-    rows.append(("pyrobust SmoothMix circle (sample, fresh output)", "float32", measure(lambda: circle(x32, y_host), args.min_time, dev)))
+    fresh = SmoothMix(k, "circle", generator=gen, reuse_outputs=False)
+    rows.append(("pyrobust SmoothMix circle (sample, fresh output)", "float32", measure(lambda: fresh(x32, y_host), args.min_time, dev)))
+    for dtype, x in (("float32", x32), ("uint8", x8)):
+        for loop, fn in default_call_loops(SmoothMix(k, "circle", generator=gen), x, y_host).items():
+            rows.append((f"pyrobust SmoothMix circle (sample, default call, {loop})", dtype, measure(fn, args.min_time, dev)))
     if dev != "cpu":
         rows.append(("pyrobust SmoothMix circle (sample, out=, labels on device)", "float32",
                      measure(lambda: circle(x32, y, out=out32), args.min_time, dev)))
@@ -156,14 +206,15 @@ def main(argv=None) -> int:
     if not args.quick:
         for name, fn in incumbents(x32, y, k):
             rows.append((name, "float32", measure(fn, args.min_time, dev)))
+        rows += timm_rows(x32, y, k, args.min_time, dev)
 
     ceiling = {"float32": n / rows[0][2], "uint8": n / rows[1][2]}
     print(f"\nbatch {n}x3x{args.size}x{args.size}, {k} classes, device {dev}, torch threads {torch.get_num_threads()}")
-    print(f"{'method':58s} {'dtype':8s} {'img/s':>10s} {'vs ceiling':>10s}")
-    print("-" * 90)
+    print(f"{'path':66s} {'dtype':8s} {'img/s':>10s} {'vs ceiling':>10s}")
+    print("-" * 98)
     for name, dtype, t in rows:
         ips = n / t
-        print(f"{name:58s} {dtype:8s} {ips:10,.0f} {ips / ceiling[dtype]:10.2f}")
+        print(f"{name:66s} {dtype:8s} {ips:10,.0f} {ips / ceiling[dtype]:10.2f}")
     head = n / [t for name, d, t in rows if name.startswith("pyrobust SmoothMix circle (sample, out=)") and d == "float32"][0]
     best = {name: n / t for name, d, t in rows if not name.startswith(("pyrobust", "ceiling"))}
     tv = best.get("torchvision v2 CutMix (batch)")
@@ -172,6 +223,19 @@ def main(argv=None) -> int:
     print(f"host time of one SmoothMix call on {n} tiny (2x2) images, labels on the CPU: "
           f"{host_us:.0f} us (the ceiling moves this batch in {rows[0][2] * 1e6:.0f} us); "
           f"lam and targets of {n} {args.size}x{args.size} masks: {targets_us:.0f} us")
+    ips = {(name, d): n / t for name, d, t in rows}
+    for dtype in ("float32", "uint8"):
+        with_out = ips[("pyrobust SmoothMix circle (sample, out=)", dtype)]
+        for loop in ("x, t = mixer(x, y)", "xm, t = mixer(x, y)"):
+            default = ips[(f"pyrobust SmoothMix circle (sample, default call, {loop})", dtype)]
+            print(f"default call, {loop}, {dtype}: {default / with_out:.2f} of out="
+                  + (f", {default / tv:.1f}x torchvision v2 CutMix" if tv and dtype == "float32" else ""))
+    bound = ips.get(("two-pass bound: read + write the batch (copy_)", "float32"))
+    for (name, _), value in ips.items():
+        if bound and name.startswith("pyrobust.augment.timm.Mixup"):
+            incumbent = ips.get((name.replace("pyrobust.augment.timm.Mixup", "timm Mixup"), "float32"))
+            print(f"{name}: {value / bound:.2f} of the two-pass bound"
+                  + (f", {value / incumbent:.1f}x timm" if incumbent else ""))
     return 0
 
 

@@ -3,7 +3,8 @@
 Each mixer is configured in its constructor and called as ``mixer(images, labels) ->
 (images, targets)``, like timm's ``Mixup`` and torchvision's ``v2.CutMix``; ``MixCollate``
 runs one inside DataLoader workers; ``make_mixer`` builds one by name. See
-``pyrobust.augment.mixers`` for the mask definitions.
+``pyrobust.augment.mixers`` for the mask definitions. Drop-ins for timm's ``Mixup`` and
+``FastCollateMixup`` are in ``pyrobust.augment.timm``.
 """
 
 from pyrobust.augment.collate import MixCollate

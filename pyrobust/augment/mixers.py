@@ -34,6 +34,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
+from pyrobust.augment.output_pool import OutputPool
 from pyrobust.ops import mix as mix_ops
 
 PAIRINGS = ("permute", "flip", "roll")
@@ -78,6 +79,18 @@ class BatchMixer(abc.ABC):
     ``mix_ops.mix_draw``) and the mask the op applies: its ``profile`` (``"gaussian"``,
     ``"trapezoid"`` or ``"constant"``, the ``mode`` argument of ``mix_ops.mix``) and ``invert``.
     One that draws otherwise overrides ``sample``.
+
+    Keyword arguments shared by every mixer:
+        p: probability that a sample is mixed.
+        per_sample: own mask parameters per sample, or one draw for the batch.
+        label_smoothing: ``s`` in ``[0, 1)``: targets ``s / K + (1 - s) * mixed one-hot``.
+        pairing: ``"permute"``, ``"flip"`` (i with N - 1 - i) or ``"roll"`` (i with i - 1).
+        generator: a CPU ``torch.Generator`` for the draws; None uses torch's global one.
+        reuse_outputs: without ``out=``, mix a CPU batch into an earlier output that nobody
+            references any more (see ``pyrobust.augment.output_pool``); False always allocates.
+
+    Call: ``mixer(images, labels)`` or, as torchvision's v2 transforms pass a sample,
+    ``mixer((images, labels))``; both return ``(images, targets)``.
     """
 
     family: str = "circle"
@@ -100,6 +113,7 @@ class BatchMixer(abc.ABC):
         label_smoothing: float = 0.0,
         pairing: str = "permute",
         generator: Optional[torch.Generator] = None,
+        reuse_outputs: bool = True,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes should be a positive int, got {num_classes!r}")
@@ -120,6 +134,18 @@ class BatchMixer(abc.ABC):
         self.label_smoothing = float(label_smoothing)
         self.pairing = pairing
         self.generator = generator
+        self.reuse_outputs = bool(reuse_outputs)
+        self._outputs = OutputPool()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_outputs", None)  # buffers and a lock: each copy keeps its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("reuse_outputs", True)
+        self._outputs = OutputPool()
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -166,16 +192,28 @@ class BatchMixer(abc.ABC):
                 contiguous or channels_last.
             labels: ``(N,)`` integer class ids in ``[0, num_classes)``.
             out: optional preallocated output (same shape, dtype, memory format; not ``images``).
+                Without it, a CPU batch is mixed into an earlier output of this mixer that
+                nobody references any more, or a new one (``reuse_outputs``; see
+                ``pyrobust.augment.output_pool``): a result still held anywhere is never written.
         """
         self._check_inputs(images, labels)
-        if type(self).sample is BatchMixer.sample:
+        compiling = torch.compiler.is_compiling()
+        if out is None and not compiling and self._reuses_output_for(images):
+            out = self._outputs.take(images)
+        # A generator cannot enter a traced graph (dynamo has no proxy for it): while compiling,
+        # a mixer given one draws outside the graph (one graph break) and the rest is traced.
+        draw_outside = compiling and self.generator is not None
+        if type(self).sample is BatchMixer.sample and not draw_outside:
             # The three ops below in one call: the same results, ~2 calls' worth of host time less.
             return MixOutput(*mix_ops.mix_batch(
                 images, labels, self.family, self._draw_args(), self.p, self.per_sample,
                 self.pairing, self.generator, self.profile, self.invert, self._fill(),
                 self.num_classes, self.label_smoothing, self.mixes_labels, out=out))
         n, _, height, width = images.shape
-        partner, params, _ = self.sample(n, height, width)
+        if draw_outside:
+            partner, params, _ = _sample_outside_graph(self, n, height, width)
+        else:
+            partner, params, _ = self.sample(n, height, width)
         # One op for lam and the targets, made on the images' device (labels checked first, so a
         # bad label leaves `out` untouched), one for the images. partner and params stay on the
         # CPU: each op checks them there and copies them with its launch.
@@ -185,10 +223,32 @@ class BatchMixer(abc.ABC):
         mixed = mix_ops.mix(images, partner, params, self.profile, self.invert, self._fill(), out=out)
         return MixOutput(mixed, targets, lam, partner, params)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, *, out: Optional[torch.Tensor] = None):
-        """``(images, labels) -> (mixed images, float32 (N, num_classes) targets)``."""
+    def _reuses_output_for(self, images: torch.Tensor) -> bool:
+        """Whether the default call takes its output from the pool: CPU tensors, when no
+        gradient has to flow through the output (``mix.out`` records none)."""
+        return (getattr(self, "reuse_outputs", False) and OutputPool.accepts(images)
+                and not (images.requires_grad and torch.is_grad_enabled()))
+
+    def __call__(self, images, labels: Optional[torch.Tensor] = None, *,
+                 out: Optional[torch.Tensor] = None):
+        """``(images, labels) -> (mixed images, float32 (N, num_classes) targets)``.
+
+        As torchvision's v2 ``CutMix`` and ``MixUp``, a mixer also takes the pair as one sample,
+        ``mixer((images, labels))``, and returns it in the same container, so it can stand in
+        ``v2.Compose`` and ``v2.RandomChoice``; a torchvision ``TVTensor`` batch (``tv_tensors.Image``)
+        comes back as the same subclass.
+        """
+        container = None
+        if labels is None and isinstance(images, (tuple, list)):
+            if len(images) != 2:
+                raise TypeError(f"a mixer takes a sample (images, labels), got a {type(images).__name__} "
+                                f"of {len(images)} items")
+            container, (images, labels) = type(images), images
+        if labels is None:
+            raise TypeError("a mixer is called as mixer(images, labels) or mixer((images, labels))")
         result = self.mix(images, labels, out=out)
-        return result.images, result.targets
+        pair = (_like(result.images, images), result.targets)
+        return pair if container in (None, tuple) else container(pair)
 
     def _extra_repr(self) -> str:
         return ""
@@ -200,6 +260,18 @@ class BatchMixer(abc.ABC):
             f"p={self.p}, per_sample={self.per_sample}, label_smoothing={self.label_smoothing}, "
             f"pairing={self.pairing!r})"
         )
+
+
+def _like(result: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``result`` as the tensor subclass of ``images`` where that subclass knows how to wrap
+    (torchvision's ``TVTensor.wrap``), as v2's transforms return it; else as it is."""
+    wrap = None if type(images) is torch.Tensor else getattr(type(images), "wrap", None)
+    return result if wrap is None else wrap(result, like=images)
+
+
+def _sample_outside_graph(mixer: BatchMixer, n: int, height: int, width: int) -> tuple:
+    """``mixer.sample(n, height, width)`` run eagerly even inside a compiled function."""
+    return torch.compiler.disable(type(mixer).sample)(mixer, n, height, width)
 
 
 class SmoothMix(BatchMixer):
