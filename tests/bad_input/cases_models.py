@@ -1,0 +1,4 @@
+"""stub"""
+from tests.bad_input.harness import table
+
+CASES = table()
