@@ -91,18 +91,20 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
     joint = check_int(joint, "joint", min=1)
     history = check_int(history, "history", min=1)
     refit = check_bool(refit, "refit")
-    prob = Problem(X_train, y_train, sample_weight=sample_weight, class_weight=class_weight,
-                   standardize=standardize, device=device, compute_dtype=dtype,
-                   chunk_rows=chunk_rows)
+    # validation data first: a mistake there is reported before the training statistics are made
     Xv = _data.as_feature_tensor(X_val, "X_val")
-    if Xv.shape[1] != prob.X.shape[1]:
-        raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {prob.X.shape[1]}")
-    if not isinstance(X_val, np.memmap):
-        Xv = _data.to_device_if_fits(Xv, prob.device)  # scored once per C: moved once
-    _data.check_finite(Xv, 65536, "X_val")
+    d_train = _data.as_feature_tensor(X_train, "X").shape[1]
+    if Xv.shape[1] != d_train:
+        raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {d_train}")
     yv = _data.as_labels(y_val, "y_val")
     if yv.shape[0] != Xv.shape[0]:
         raise ValueError(f"X_val has {Xv.shape[0]} samples but y_val has {yv.shape[0]} labels")
+    _data.check_finite(Xv, 65536, "X_val")
+    prob = Problem(X_train, y_train, sample_weight=sample_weight, class_weight=class_weight,
+                   standardize=standardize, device=device, compute_dtype=dtype,
+                   chunk_rows=chunk_rows)
+    if not isinstance(X_val, np.memmap):
+        Xv = _data.to_device_if_fits(Xv, prob.device)  # scored once per C: moved once
     known = np.isin(yv, prob.classes)
     if not known.all():
         unseen = np.unique(yv[~known])
