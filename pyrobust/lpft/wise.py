@@ -35,6 +35,9 @@ def interpolate(pretrained_state: dict, finetuned_state: dict, alpha: float) -> 
     out = {}
     for k, ft in finetuned_state.items():
         pre = pretrained_state[k]
+        if not (isinstance(pre, torch.Tensor) and isinstance(ft, torch.Tensor)):
+            raise TypeError(f"entry {k!r} should be a tensor in both state dicts, got {type(pre).__name__} and "
+                            f"{type(ft).__name__}")
         if tuple(pre.shape) != tuple(ft.shape):
             raise ValueError(f"entry {k!r} has shape {tuple(pre.shape)} in pretrained and {tuple(ft.shape)} "
                              "in finetuned")

@@ -41,9 +41,9 @@ STATE = tiny_model().state_dict()
 CASES = table(
     # evaluate
     bad("eval labels (N, 1)", lambda: ev(labels=torch.tensor([[0], [1], [2], [0]])), V, r"labels .*\(4, 1\)"),
-    bad("eval labels too many", lambda: ev(labels=torch.tensor([0, 1, 2, 0, 1])), V, r"labels .*5.*4"),
-    bad("eval labels negative", lambda: ev(labels=torch.tensor([0, -1, 2, 0])), V, r"'id'.*labels .*-1.*\[0, 3\)"),
-    bad("eval labels beyond K", lambda: ev(labels=torch.tensor([0, 99, 2, 0])), V, r"'id'.*labels .*99.*\[0, 3\)"),
+    bad("eval labels too many", lambda: ev(labels=torch.tensor([0, 1, 2, 0, 1])), V, r"labels .*\(4,\).*\(5,\)"),
+    bad("eval labels negative", lambda: ev(labels=torch.tensor([0, -1, 2, 0])), V, r"'id'.*labels .*\[0, 3\).*-1"),
+    bad("eval labels beyond K", lambda: ev(labels=torch.tensor([0, 99, 2, 0])), V, r"'id'.*labels .*\[0, 3\).*99"),
     bad("eval labels float", lambda: ev(labels=torch.tensor([0.0, 1, 2, 0])), V, r"labels must be an integer"),
     bad("eval loaders list", lambda: evaluate(tiny_model(), [batches(IMAGES, torch.zeros(4))]), T, r"loaders .*dict"),
     bad("eval empty loader", lambda: evaluate(tiny_model(), {"empty": []}, device="cpu"), V, r"loader 'empty' is empty"),
@@ -72,7 +72,7 @@ CASES = table(
     bad("ft train_loader not iterable", lambda: ft(train_loader=5), T, r"train_loader"),
     bad("ft empty train loader", lambda: ft(train_loader=DataLoader([])), V, r"train_loader yields no batches"),
     bad("ft labels beyond head", lambda: ft(train_loader=loader(labels=torch.arange(12) % 5)), V,
-        r"labels .*4.*\[0, 3\)"),
+        r"train_loader: labels .*\[0, 3\).*got 3"),
     bad("ft labels (N, 1)", lambda: ft(train_loader=batches(torch.rand(4, 3, 4, 4), torch.zeros(4, 1, dtype=torch.long))),
         V, r"labels .*\(4, 1\)"),
     bad("ft checkpoint_dir a file", lambda: ft(checkpoint_dir=__file__), V, r"checkpoint_dir .*not a folder|is a file"),
@@ -85,7 +85,7 @@ CASES = table(
     bad("lr_at lr NaN", lambda: lr(lr=float("nan")), V, r"lr .*nan"),
     bad("lr_at total zero", lambda: lr(total=0), V, r"total .*0"),
     good("lr_at constant", lambda: lr(schedule="constant", step=5), lambda v: v == 0.1),
-    bad("soft CE shapes", lambda: soft_cross_entropy(torch.zeros(4, 3), torch.zeros(3)), V, r"targets .*\(3,\).*\(4, 3\)"),
+    bad("soft CE shapes", lambda: soft_cross_entropy(torch.zeros(4, 3), torch.zeros(3)), V, r"targets .*\(4, 3\).*\(3,\)"),
     bad("soft CE rows", lambda: soft_cross_entropy(torch.zeros(4, 3), torch.zeros(2, 3)), V, r"targets .*\(2, 3\)"),
     # linear_probe
     bad("LP labels not 0..K-1", lambda: linear_probe((X, y + 1), (X, y + 1), Cs=[1.0], progress=False), V,
