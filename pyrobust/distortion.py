@@ -306,6 +306,10 @@ def feature_change(
     if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
                                     or max_batches < 1):
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    if device is not None:
+        from pyrobust.errors import resolve_device
+
+        resolve_device(device)  # a device that does not exist is refused before the first batch
     fn_before = _feature_fn(model_before, feature_fn, "model_before")
     fn_after = _feature_fn(model_after, feature_fn, "model_after")
 

@@ -45,6 +45,8 @@ CASES = table(
         (V, T), r"max_batches"),
     bad("fc max_batches zero", lambda: feature_change(tiny_model(), tiny_model(), {"a": loader()}, max_batches=0),
         V, r"max_batches"),
+    bad("fc device", lambda: feature_change(tiny_model(), tiny_model(), {"a": loader()}, device="gpu"), V,
+        r"device .*'gpu'"),
     bad("fc empty loader", lambda: feature_change(tiny_model(), tiny_model(), {"a": []}), V, r"'a' yielded no batches"),
     bad("fc module without features", lambda: feature_change(torch.nn.Linear(2, 2), tiny_model(), {"a": loader()}),
         T, r"model_before .*features"),

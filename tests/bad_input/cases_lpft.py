@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pyrobust.lpft import evaluate, finetune, interpolate, linear_probe, lr_at, run_lpft, soft_cross_entropy
+from pyrobust.lpft import (evaluate, finetune, interpolate, linear_probe, lr_at, run_lpft, soft_cross_entropy,
+                           wise_sweep)
 from tests.bad_input.fixtures import batches, blobs, fresh_dir, loader, tiny_model
 from tests.bad_input.harness import bad, good, table
 
@@ -97,6 +98,11 @@ CASES = table(
     bad("interpolate alpha 2", lambda: interpolate(STATE, STATE, 2), V, r"alpha .*2"),
     bad("interpolate alpha string", lambda: interpolate(STATE, STATE, "0.5"), (V, T), r"alpha"),
     bad("interpolate not tensors", lambda: interpolate({"w": 1.0}, {"w": 2.0}, 0.5), T, r"'w'"),
+    bad("wise alphas NaN", lambda: wise_sweep(tiny_model(), STATE, STATE, {"a": loader()}, alphas=[0.5, float("nan")]),
+        V, r"alphas .*nan"),
+    bad("wise alphas number", lambda: wise_sweep(tiny_model(), STATE, STATE, {"a": loader()}, alphas=0.5), T,
+        r"alphas"),
+    bad("wise loaders list", lambda: wise_sweep(tiny_model(), STATE, STATE, [loader()]), T, r"loaders .*dict"),
     # run_lpft: every argument before any run
     bad("study empty ft lrs", lambda: study(ft_lrs=()), V, r"ft_lrs .*empty"),
     bad("study ft lrs string", lambda: study(ft_lrs=["fast"]), (V, T), r"ft_lrs.*'fast'"),
