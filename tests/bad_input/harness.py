@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASE_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 180.0  # importing torch and pyrobust, on a loaded machine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,9 @@ class Worker:
         os.close(write_fd)
         self.fd = read_fd
         self.buffer = b""
+        ready = self._answer(START_TIMEOUT_S)  # case time limits start once the imports are done
+        if ready.get("verdict") != "ready":
+            raise RuntimeError(f"the bad-input worker did not start: {ready['detail']}")
 
     def _log_tail(self, n: int = 1500) -> str:
         try:
@@ -119,6 +123,10 @@ class Worker:
     def run(self, module: str, case_id: str, timeout: float) -> dict:
         self.proc.stdin.write((json.dumps({"module": module, "id": case_id}) + "\n").encode())
         self.proc.stdin.flush()
+        return self._answer(timeout)
+
+    def _answer(self, timeout: float) -> dict:
+        """The worker's next JSON line, or a "hang" / "crash" verdict."""
         deadline = time.monotonic() + timeout
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
