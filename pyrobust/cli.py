@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 
-from pyrobust.errors import UsageError
+from pyrobust.errors import CommandParser, UsageError
 
 # subcommand -> (module, one-line help); each module has add_arguments(parser) and run(args) -> int
 COMMANDS = {
@@ -86,7 +86,7 @@ def _bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrobust", description="Robust transfer learning, fast and measurable.")
+    parser = CommandParser(prog="pyrobust", description="Robust transfer learning, fast and measurable.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
-        parser.print_help()
+        names = ", ".join(parser._subparsers._group_actions[0].choices)
+        print(f"pyrobust: error: give a command, one of {names} (see pyrobust --help)", file=sys.stderr)
         return 2
     try:
         if hasattr(args, "_handler"):

@@ -39,6 +39,8 @@ __all__ = [
 def _as_float64(x: Any, name: str, ndim: int = 2) -> np.ndarray:
     """``x`` (numpy array or torch tensor, any float dtype) as a float64 numpy array, validated."""
     if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (shape {tuple(x.shape)}, no values); give a CPU or CUDA tensor")
         if x.is_complex():
             raise TypeError(f"{name} must be real, got a tensor of dtype {x.dtype}")
         arr = x.detach().to(device="cpu", dtype=torch.float64).numpy()
@@ -73,12 +75,16 @@ def _paired(A: Any, B: Any, *, same_width: bool) -> tuple[np.ndarray, np.ndarray
 
 
 def _centre(x: np.ndarray, name: str) -> np.ndarray:
-    xc = x - x.mean(axis=0, keepdims=True)
-    # Relative threshold: a constant matrix leaves only rounding noise after centring.
-    scale = max(float(np.abs(x).max()), 1.0)
-    if float(np.abs(xc).max()) <= 64 * np.finfo(np.float64).eps * scale:
+    """Column-centred ``x`` scaled to a largest entry of 1: the shape measures are scale-invariant, and
+    scaling first keeps any finite magnitude (1e-300 or 1e300) away from underflow and overflow."""
+    peak = float(np.abs(x).max())
+    xc = x / peak if peak > 0 else x
+    xc = xc - xc.mean(axis=0, keepdims=True)
+    spread = float(np.abs(xc).max())
+    # Relative to the matrix's own scale: a constant matrix leaves only rounding noise after centring.
+    if spread <= 64 * np.finfo(np.float64).eps:
         raise ValueError(f"{name} has zero variance (every row is the same), so its shape is undefined")
-    return xc
+    return xc / spread
 
 
 def _paired_features(F0: Any, F1: Any):
@@ -297,8 +303,13 @@ def feature_change(
     """
     if not isinstance(loaders, Mapping):
         raise TypeError(f"loaders must be a dict name -> loader, got {type(loaders).__name__}")
-    if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
+                                    or max_batches < 1):
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}")
+    if device is not None:
+        from pyrobust.errors import resolve_device
+
+        resolve_device(device)  # a device that does not exist is refused before the first batch
     fn_before = _feature_fn(model_before, feature_fn, "model_before")
     fn_after = _feature_fn(model_after, feature_fn, "model_after")
 

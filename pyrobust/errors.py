@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 
@@ -10,6 +11,15 @@ class UsageError(ValueError):
 
     The ``pyrobust`` command prints it in one line and exits with status 2.
     """
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (an unknown option, a value that is not a number) are one
+    line on stderr with exit status 2, as every other usage mistake of the command; ``--help``
+    shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def check_dataset(name: str) -> None:
@@ -26,6 +36,8 @@ def check_dataset(name: str) -> None:
 
 def check_out_folder(path: str) -> str:
     """An output folder that exists or can be created; returns its absolute path, else :class:`UsageError`."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise UsageError(f"output folder should be a folder path, got {path!r}")
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"output folder {path!r} is a file, not a folder; give a folder path with --out")

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from pyrobust.checks import check_int, check_real
 from pyrobust.data.corruptions import CORRUPTIONS, corrupt
 
 __all__ = ["CorruptedDataset", "mean_corruption_error"]
@@ -44,7 +45,10 @@ class CorruptedDataset(Dataset):
             raise ValueError(f"unknown corruption {corruption!r}; known: {', '.join(CORRUPTIONS)}")
         if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
             raise ValueError(f"severity must be an integer from 1 to 5, got {severity!r}")
-        self.dataset, self.corruption, self.severity, self.seed = dataset, corruption, severity, int(seed)
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise TypeError(f"dataset must be a map-style dataset (indexable, with a length), got {type(dataset).__name__}")
+        self.dataset, self.corruption, self.severity = dataset, corruption, severity
+        self.seed = check_int(seed, "seed")
         self.classes = getattr(dataset, "classes", None)
 
     def __len__(self) -> int:
@@ -71,7 +75,10 @@ def _as_table(errors, what: str) -> dict[str, list[float]]:
         raise ValueError(f"{what} must be a non-empty mapping {{corruption: [error per severity]}}, got {errors!r}")
     table = {}
     for name, row in errors.items():
-        vals = [float(v) for v in row]
+        try:
+            vals = [float(v) for v in row]
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}[{name!r}] should be a sequence of errors in [0, 1], got {row!r}") from None
         if not vals:
             raise ValueError(f"{what}[{name!r}] has no severities")
         bad = [v for v in vals if not 0.0 <= v <= 1.0]
@@ -112,7 +119,8 @@ def mean_corruption_error(errors, baseline=None, *, clean_error=None, baseline_c
     relative = clean_error is not None or baseline_clean_error is not None
     if relative and (clean_error is None or baseline_clean_error is None):
         raise ValueError("give both clean_error and baseline_clean_error for the relative mCE, or neither")
-    e0, b0 = (float(clean_error), float(baseline_clean_error)) if relative else (0.0, 0.0)
+    e0, b0 = ((check_real(clean_error, "clean_error", min=0, max=1),
+               check_real(baseline_clean_error, "baseline_clean_error", min=0, max=1)) if relative else (0.0, 0.0))
     ratios = []
     for name, row in table.items():
         if len(base[name]) != len(row):

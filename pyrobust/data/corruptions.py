@@ -72,6 +72,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pyrobust.checks import check_int
+
 __all__ = ["corrupt", "CORRUPTIONS", "SEVERITY_PARAMS", "corruption_seed"]
 
 SEVERITY_PARAMS: dict[str, tuple] = {
@@ -288,6 +290,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0, in
         raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer from 1 to 5, got {severity!r}")
+    check_int(seed, "seed")
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
         raise TypeError(f"images must be a floating-point tensor, got {type(images).__name__}"
                         + (f" of dtype {images.dtype}" if isinstance(images, torch.Tensor) else ""))
@@ -300,6 +303,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, seed: int = 0, in
     n = x.shape[0]
     if n and x.numel():
         lo, hi = (float(v) for v in x.aminmax())
+        if math.isnan(lo) or math.isnan(hi):
+            raise ValueError("images hold NaN; they must lie in [0, 1] (unnormalised)")
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise ValueError(
                 f"images must lie in [0, 1] (unnormalised), got values in [{lo:.4g}, {hi:.4g}]"

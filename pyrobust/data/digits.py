@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyrobust.checks import check_int
 from pyrobust.data.generic import ArrayDataset
 
 __all__ = ["load_digits_splits", "DIGITS_SPLIT_SIZES"]
@@ -34,9 +35,12 @@ def load_digits_splits(image_size=64, seed: int = 0, *, channels: int = 3, sizes
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if sizes is not None and (not isinstance(sizes, dict) or set(sizes) != {"train", "val", "test"}):
+        raise ValueError(f"sizes must be a dict giving the 'train', 'val' and 'test' sizes, got {sizes!r}")
     sizes = dict(DIGITS_SPLIT_SIZES if sizes is None else sizes)
-    if set(sizes) != {"train", "val", "test"} or any(int(v) < 1 for v in sizes.values()):
-        raise ValueError(f"sizes must give a positive 'train', 'val' and 'test' size, got {sizes!r}")
+    for name, v in sizes.items():  # every split is stratified: at least one image per digit
+        check_int(v, f"sizes[{name!r}]", min=10)
+    check_int(seed, "seed", min=0)
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)
     labels = bunch.target.astype(np.int64)

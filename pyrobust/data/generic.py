@@ -31,12 +31,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 def _size_pair(image_size) -> tuple[int, int] | None:
     if image_size is None:
         return None
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(image_size):
         pair = (int(image_size), int(image_size))
-    elif isinstance(image_size, Sequence) and len(image_size) == 2:
+    elif (isinstance(image_size, Sequence) and not isinstance(image_size, str) and len(image_size) == 2
+          and all(is_int(v) for v in image_size)):
         pair = (int(image_size[0]), int(image_size[1]))
     else:
-        raise TypeError(f"image_size must be an int, an (H, W) pair or None, got {image_size!r}")
+        raise TypeError(f"image_size must be an int, an (H, W) pair of ints or None, got {image_size!r}")
     if min(pair) < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     return pair
@@ -72,7 +76,12 @@ def resize_and_match_channels(images: torch.Tensor, image_size, channels) -> tor
 
 def _to_nchw(images, layout: str) -> torch.Tensor:
     """Stored images as an (N, C, H, W) tensor of their original dtype (uint8 or float)."""
-    t = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+    if not isinstance(images, torch.Tensor):
+        arr = np.asarray(images)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise TypeError(f"images must be uint8 or floating point, got dtype {arr.dtype}")
+        images = torch.as_tensor(arr)
+    t = images
     if t.dtype not in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"images must be uint8 or floating point, got dtype {t.dtype}")
     if layout not in ("auto", "nchw", "nhwc"):
@@ -115,6 +124,8 @@ class ArrayDataset(Dataset):
         self.images = _to_nchw(images, layout)
         if self.images.is_floating_point():
             lo, hi = (float(v) for v in self.images.aminmax()) if self.images.numel() else (0.0, 1.0)
+            if np.isnan(lo) or np.isnan(hi):
+                raise ValueError("float images hold NaN; they must lie in [0, 1]")
             if lo < 0.0 or hi > 1.0:
                 raise ValueError(f"float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
         lab = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
@@ -131,6 +142,8 @@ class ArrayDataset(Dataset):
         self.channels = _check_channels(channels)
         n_cls = int(self.labels.max()) + 1 if self.labels.numel() else 0
         self.classes = list(classes) if classes is not None else [str(i) for i in range(n_cls)]
+        if len(self.classes) < n_cls:
+            raise ValueError(f"classes names {len(self.classes)} classes, but the labels reach label {n_cls - 1}")
 
     def __len__(self) -> int:
         return self.images.shape[0]

@@ -20,7 +20,8 @@ import numpy as np
 
 from pyrobust.data.digits import load_digits_splits
 from pyrobust.data.fashion_mnist import load_fashion_mnist
-from pyrobust.data.generic import ImageFolderDataset
+from pyrobust.checks import check_int
+from pyrobust.data.generic import ImageFolderDataset, _check_channels, _size_pair
 
 __all__ = ["get_dataset", "DATASET_NAMES"]
 
@@ -52,7 +53,8 @@ def _stratified_holdout(labels: np.ndarray, size, seed: int) -> tuple[np.ndarray
 def _check_val_size(val_size):
     if val_size is None:
         return
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or val_size < 0:
+    if (isinstance(val_size, bool) or not isinstance(val_size, (int, float)) or not np.isfinite(val_size)
+            or val_size < 0):
         raise ValueError(f"val_size must be a count >= 0 or a fraction in (0, 1), got {val_size!r}")
     if isinstance(val_size, float) and val_size >= 1:
         raise ValueError(f"a fractional val_size must be below 1, got {val_size!r}")
@@ -97,6 +99,9 @@ def get_dataset(name_or_path, image_size=64, *, channels: int = 3, seed: int = 0
             ``pyrobust.data.DatasetNotFoundError`` (also a ValueError) when Fashion-MNIST is absent.
     """
     _check_val_size(val_size)
+    _size_pair(image_size)
+    _check_channels(channels)
+    check_int(seed, "seed", min=0)
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a dataset name or a path, got {type(name_or_path).__name__}")
     key = _ALIASES.get(os.fspath(name_or_path).lower()) if isinstance(name_or_path, str) else None

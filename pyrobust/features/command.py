@@ -34,13 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from pyrobust.data import DatasetNotFoundError, get_dataset
-    from pyrobust.features import CacheKeyMismatch, extract_features
+    from pyrobust.features import CacheCorrupted, CacheKeyMismatch, extract_features
     from pyrobust.models import get_backbone
 
     check_dataset(args.dataset)
     check_out_folder(args.out)
-    if args.batch_size < 1 or args.image_size < 1:
-        raise UsageError("--batch-size and --image-size must be >= 1")
+    for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     device = resolve_device(args.device)
     try:
         splits = get_dataset(args.dataset, image_size=args.image_size)
@@ -63,8 +66,8 @@ def run(args) -> int:
             cache = extract_features(model, splits[split], os.path.join(args.out, split), layer=args.layer,
                                      batch_size=args.batch_size, device=device, dtype=DTYPES[args.dtype],
                                      progress=not args.no_progress)
-        except CacheKeyMismatch as exc:
-            raise UsageError(str(exc)) from None
+        except (CacheKeyMismatch, CacheCorrupted) as exc:  # the folder holds another or a damaged cache
+            raise UsageError(str(exc).splitlines()[0]) from None
         n, d = cache.features.shape
         print(f"{split:6s} {n} x {d} {cache.features.dtype} -> {os.path.join(args.out, split, 'features.npy')}")
     return 0

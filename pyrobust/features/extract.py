@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
+from pyrobust.checks import check_bool, check_int
 from pyrobust.errors import resolve_device
 from pyrobust.features import store
 from pyrobust.features._dist import barrier, rank_world
@@ -150,11 +151,23 @@ def extract_features(
     uninterrupted run. Under ``torch.distributed`` rank ``r`` computes chunks ``r, r + world, ...`` into the same
     files (which must be on a filesystem every rank sees) and rank 0 finalises the manifest.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(dtype, torch.dtype) or dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {list(_DTYPES)}, got {dtype!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a directory path, got {type(path).__name__} {path!r}")
     path = os.fspath(path)
+    if not path.strip():
+        raise ValueError("path must be a directory path, got ''")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"path {path!r} exists and is not a directory")
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", min=1)
+    if num_workers is not None:
+        check_int(num_workers, "num_workers", min=0)
+    verify, progress = check_bool(verify, "verify"), check_bool(progress, "progress")
+    channels_last = check_bool(channels_last, "channels_last")
     ds, chunk_size, num_workers, collate_fn = _resolve_input(dataset, batch_size, num_workers)
     if int(chunk_size) <= 0:
         raise ValueError(f"batch_size must be positive, got {chunk_size}")
@@ -162,6 +175,8 @@ def extract_features(
     if n == 0:
         raise ValueError("dataset is empty: nothing to extract")
     device = resolve_device(device)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device}")
     rank, world = rank_world()
 
     was_training = model.training
@@ -208,21 +223,26 @@ def _extract(model, fn, ds, path, key, chunk_size, num_workers, collate_fn, devi
         store.check_key(path, manifest, key)
         if not verify:
             return store.FeatureCache.open(path, verify=False)
-        feats, labels = store.open_arrays(path, manifest, "r")
-        sums = dict(enumerate(manifest["checksums"]))
-        bad = store.bad_chunks(feats, labels, sums, int(manifest["chunk_size"]))
-        del feats, labels
+        try:  # a manifest that cannot vouch for every chunk is not trusted: its chunks are rechecked
+            store.check_layout(manifest_path, manifest, checksums=True)
+            feats, labels = store.open_arrays(path, manifest, "r")
+            bad = store.bad_chunks(feats, labels, dict(enumerate(manifest["checksums"])),
+                                   int(manifest["chunk_size"]))
+            del feats, labels
+            why = f"chunk(s) {bad[:10]} fail their checksum"
+        except store.CacheCorrupted as exc:
+            bad, why = ["all"], str(exc).split(";")[0]
         if not bad:
             return store.FeatureCache(path, manifest, *store.open_arrays(path, manifest, "r"))
         if rank == 0:
-            warnings.warn(f"feature cache at {path!r}: chunk(s) {bad[:10]} fail their checksum; recomputing them",
-                          RuntimeWarning, stacklevel=3)
+            warnings.warn(f"feature cache at {path!r}: {why}; recomputing them", RuntimeWarning, stacklevel=3)
             os.remove(manifest_path)
         barrier()
 
     layout = store.read_json(key_path)
     if layout is not None:
         store.check_key(path, layout, key)
+        store.check_layout(key_path, layout, checksums=False)
     elif rank == 0:
         os.makedirs(path, exist_ok=True)
         dim = getattr(model, "feature_dim", None) if key["layer"] is None else None

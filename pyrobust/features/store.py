@@ -52,11 +52,47 @@ def atomic_write_json(path: str, obj: dict) -> None:
 
 
 def read_json(path: str) -> dict | None:
+    """The JSON object in ``path``, None when the file does not exist; :class:`CacheCorrupted`
+    naming the file when it is not a JSON object."""
     try:
         with open(path) as f:
-            return json.load(f)
+            obj = json.load(f)
     except FileNotFoundError:
         return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CacheCorrupted(f"{path!r} is not valid JSON ({exc}); delete the cache directory to "
+                             "recompute it") from None
+    if not isinstance(obj, dict):
+        raise CacheCorrupted(f"{path!r} should hold a JSON object, got {type(obj).__name__}; delete "
+                             "the cache directory to recompute it")
+    return obj
+
+
+def check_layout(path: str, layout: dict, *, checksums: bool) -> None:
+    """:class:`CacheCorrupted` naming the file ``path`` and the field when ``layout`` (key.json or
+    manifest.json) lacks a field or holds a value no extraction writes; with ``checksums``, the
+    manifest's list must have one checksum per chunk."""
+    missing = [f for f in (*_KEY_FIELDS, "n", "dim", "chunk_size") if f not in layout]
+    if missing:
+        raise CacheCorrupted(f"{path!r} lacks {', '.join(map(repr, missing))}; delete the cache "
+                             "directory to recompute it")
+    for field in ("n", "dim", "chunk_size"):
+        v = layout[field]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise CacheCorrupted(f"{path!r}: {field!r} should be an int >= 1, got {v!r}")
+    if layout["dtype"] not in ("float16", "float32", "float64"):
+        raise CacheCorrupted(f"{path!r}: 'dtype' should be float16, float32 or float64, got {layout['dtype']!r}")
+    if checksums:
+        sums = layout.get("checksums")
+        n_chunks = -(-layout["n"] // layout["chunk_size"])
+        if sums is None:
+            raise CacheCorrupted(f"{path!r} lists no checksums, so the cache cannot be verified; open it "
+                                 "with verify=False to use it unverified, or delete it and rerun "
+                                 "extract_features")
+        if not isinstance(sums, list) or len(sums) != n_chunks or not all(isinstance(c, str) for c in sums):
+            got = f"{len(sums)} checksums" if isinstance(sums, list) else repr(sums)[:60]
+            raise CacheCorrupted(f"{path!r} should list one checksum per chunk, got {got} for {n_chunks} chunks; "
+                                 "delete the cache directory to recompute it")
 
 
 def check_key(path: str, stored: dict, wanted: dict) -> None:
@@ -98,8 +134,15 @@ def read_progress(path: str) -> dict[int, str]:
 
 def open_arrays(path: str, layout: dict, mode: str = "r") -> tuple[np.memmap, np.memmap]:
     """Open features and labels as memory maps and check their shapes against ``layout``."""
-    feats = np.load(os.path.join(path, FEATURES_FILE), mmap_mode=mode)
-    labels = np.load(os.path.join(path, LABELS_FILE), mmap_mode=mode)
+    arrays = []
+    for name in (FEATURES_FILE, LABELS_FILE):
+        file = os.path.join(path, name)
+        try:
+            arrays.append(np.load(file, mmap_mode=mode))
+        except (OSError, ValueError, EOFError) as exc:  # missing, truncated, not a .npy
+            raise CacheCorrupted(f"feature cache file {file!r} cannot be opened ({exc}); delete the "
+                                 "cache directory to recompute it") from None
+    feats, labels = arrays
     want = (int(layout["n"]), int(layout["dim"]))
     if feats.shape != want or str(feats.dtype) != layout["dtype"] or labels.shape != (want[0],):
         raise CacheCorrupted(
@@ -148,9 +191,16 @@ class FeatureCache:
     def open(cls, path: str, *, verify: bool = True) -> "FeatureCache":
         """Open a finished cache. With ``verify`` every chunk is checked against its checksum, streaming chunk by
         chunk; a mismatch raises :class:`CacheCorrupted` (``extract_features`` instead recomputes such chunks)."""
-        manifest = read_json(os.path.join(path, MANIFEST_FILE))
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path should be a cache directory path, got {type(path).__name__} {path!r}")
+        path = os.fspath(path)
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify should be True or False, got {verify!r}")
+        manifest_path = os.path.join(path, MANIFEST_FILE)
+        manifest = read_json(manifest_path)
         if manifest is None:
             raise FileNotFoundError(f"no finished feature cache at {path!r} (missing {MANIFEST_FILE})")
+        check_layout(manifest_path, manifest, checksums=verify)
         feats, labels = open_arrays(path, manifest, "r")
         if verify:
             sums = {i: s for i, s in enumerate(manifest["checksums"])}

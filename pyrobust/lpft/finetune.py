@@ -20,7 +20,8 @@ from torch.nn.parallel import DistributedDataParallel
 from pyrobust.lpft import checkpoint as ckpt
 from pyrobust.lpft.distributed import (all_reduce_sum, distributed_train_loader, is_main_process, rank_world,
                                        sharded_eval_loader)
-from pyrobust.lpft.evaluate import autocast_for, correct_and_total, resolve_device, split_batch
+from pyrobust.checks import check_bool, check_choice, check_int, check_real
+from pyrobust.lpft.evaluate import autocast_for, check_label_range, correct_and_total, resolve_device, split_batch
 from pyrobust.models.adapter import model_input
 
 _SCHEDULES = ("cosine", "constant", "linear")
@@ -29,19 +30,27 @@ _OPTIMIZERS = ("sgd", "adamw")
 
 def lr_at(step: int, *, lr: float, total: int, warmup: int, schedule: str) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warm-up over ``warmup`` steps, then ``schedule``
-    decaying from ``lr`` (cosine / linear reach 0 after ``total`` steps)."""
+    (``"cosine"``, ``"linear"`` or ``"constant"``) decaying from ``lr`` (cosine / linear reach 0 after ``total``
+    steps)."""
+    check_choice(schedule, "schedule", _SCHEDULES)
+    step, total = check_int(step, "step", min=0), check_int(total, "total", min=1)
+    warmup, lr = check_int(warmup, "warmup", min=0), check_real(lr, "lr", min=0)
     if step < warmup:
         return lr * (step + 1) / warmup
     if schedule == "constant":
         return lr
-    t = (step - warmup) / max(1, total - warmup)
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
     if schedule == "cosine":
         return 0.5 * lr * (1.0 + math.cos(math.pi * t))
     return lr * (1.0 - t)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``-sum_k targets[:, k] * log_softmax(logits)[:, k]``; targets ``(N, K)`` soft labels."""
+    """Mean over the batch of ``-sum_k targets[:, k] * log_softmax(logits)[:, k]``; targets ``(N, K)`` soft labels,
+    the shape of ``logits`` (no broadcasting: a ``(K,)`` target would silently be every row's)."""
+    if logits.dim() != 2 or targets.shape != logits.shape:
+        raise ValueError(f"targets should have the shape of the (N, K) logits {tuple(logits.shape)}, "
+                         f"got {tuple(targets.shape)}")
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
@@ -76,23 +85,38 @@ def _attach_head(model: nn.Module, head: nn.Module | None, seed: int) -> None:
     model.head = head.to(device=ref.device, dtype=ref.dtype)
 
 
-def _check_args(epochs, lr, optimizer, schedule, warmup, clip_grad, early_stopping, momentum, weight_decay):
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+def _check_args(epochs, lr, optimizer, schedule, warmup, clip_grad, early_stopping, momentum, weight_decay, seed,
+                flags, mixer, train_loader, val_loader, checkpoint_dir):
+    check_int(epochs, "epochs", min=1)
+    check_real(lr, "lr", min=0, min_open=True)
     if optimizer not in _OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
     if schedule not in _SCHEDULES:
         raise ValueError(f"schedule must be one of {_SCHEDULES}, got {schedule!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative int (optimizer steps), got {warmup!r}")
-    if clip_grad is not None and not clip_grad > 0:
-        raise ValueError(f"clip_grad must be None or positive, got {clip_grad!r}")
-    if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 1):
-        raise ValueError(f"early_stopping must be None or a patience >= 1 (epochs), got {early_stopping!r}")
-    if momentum < 0 or weight_decay < 0:
-        raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum!r}, {weight_decay!r}")
+    check_int(warmup, "warmup", min=0)
+    if clip_grad is not None:
+        check_real(clip_grad, "clip_grad", min=0, min_open=True)
+    if early_stopping is not None:
+        check_int(early_stopping, "early_stopping", min=1)
+    check_real(momentum, "momentum", min=0)
+    check_real(weight_decay, "weight_decay", min=0)
+    check_int(seed, "seed", min=0)
+    for name, value in flags.items():
+        check_bool(value, name)
+    if mixer is not None and not callable(mixer):
+        raise TypeError(f"mixer must be callable as mixer(images, labels), got {type(mixer).__name__}")
+    if not (hasattr(train_loader, "__iter__") and hasattr(train_loader, "__len__")):
+        raise TypeError(f"train_loader must be a DataLoader (iterable, with a length), got {type(train_loader).__name__}")
+    if val_loader is not None:
+        if not hasattr(val_loader, "__iter__"):
+            raise TypeError(f"val_loader must be a DataLoader or None, got {type(val_loader).__name__}")
+        if hasattr(val_loader, "__len__") and len(val_loader) == 0:
+            raise ValueError("val_loader yields no batches (empty dataset); give a validation set or None")
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a folder path or None, got {type(checkpoint_dir).__name__}")
+        if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+            raise ValueError(f"checkpoint_dir {os.fspath(checkpoint_dir)!r} is a file, not a folder")
 
 
 def finetune(
@@ -154,7 +178,11 @@ def finetune(
         ``train_loss``, ``train_accuracy``, ``val_accuracy`` (None without ``val_loader``), ``seconds``, plus
         ``best_epoch``, ``best_val_accuracy`` and ``stopped_early``.
     """
-    _check_args(epochs, lr, optimizer, schedule, warmup, clip_grad, early_stopping, momentum, weight_decay)
+    _check_args(epochs, lr, optimizer, schedule, warmup, clip_grad, early_stopping, momentum, weight_decay, seed,
+                dict(bn_eval=bn_eval, progress=progress, channels_last=channels_last), mixer, train_loader, val_loader,
+                checkpoint_dir)
+    if amp is not None:
+        check_bool(amp, "amp")
     if early_stopping is not None and val_loader is None:
         raise ValueError("early_stopping needs a val_loader")
     device = resolve_device(device)
@@ -190,6 +218,7 @@ def finetune(
         if isinstance(g, torch.Generator):
             generators[name] = g
 
+    head_out = getattr(model.head, "out_features", None)  # labels are checked against it on the host
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError("train_loader yields no batches (empty dataset, or drop_last with too few items)")
@@ -236,6 +265,8 @@ def finetune(
             bar = tqdm(total=steps_per_epoch, desc=f"finetune epoch {epoch + 1}/{epochs}", leave=False)
         for batch in train_loader:
             images, labels = split_batch(batch)
+            if head_out is not None and labels.device.type == "cpu":
+                check_label_range(labels, head_out, "train_loader")
             images, labels = model_input(images, device, channels_last), labels.to(device, non_blocking=True)
             current_lr = lr_at(step, lr=lr, total=total, warmup=warmup, schedule=schedule)
             for group in opt.param_groups:
@@ -278,11 +309,14 @@ def finetune(
         sums = all_reduce_sum(torch.stack([loss_sum, correct.double(),
                                            torch.tensor(float(n_seen), dtype=torch.float64, device=device)]))
         if not math.isfinite(float(sums[0])):
-            raise FloatingPointError(f"training loss became non-finite in epoch {epoch} at lr={lr}; lower the lr")
+            raise FloatingPointError(f"training loss became non-finite in epoch {epoch} at lr={lr}, momentum={momentum}, "
+                                     f"weight_decay={weight_decay}; lower the lr")
         val_acc = None
         if val_loader is not None:
             model.eval()
-            counts = all_reduce_sum(correct_and_total(model, val_loader, device, amp, channels_last))
+            counts = all_reduce_sum(correct_and_total(model, val_loader, device, amp, channels_last, "val_loader"))
+            if counts[1] == 0:
+                raise ValueError("val_loader yielded no samples; give a validation set or None")
             val_acc = float(counts[0] / counts[1])
         history["epoch"].append(epoch)
         history["lr"].append(current_lr)

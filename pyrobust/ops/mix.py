@@ -15,10 +15,13 @@ galleries.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 
+from pyrobust.checks import check_int
+from pyrobust.ops import _checks
 from pyrobust.ops import _library  # noqa: F401  (loads the compiled core)
 
 MASK_MODES = ("gaussian", "trapezoid", "constant")
@@ -67,6 +70,9 @@ def mix(
 
 def mix_mask(params: torch.Tensor, mode: str, invert: bool, height: int, width: int) -> torch.Tensor:
     """The masks ``G`` that ``mix`` applies, materialised: ``(N, H, W)`` float32."""
+    height, width = check_int(height, "height", min=0), check_int(width, "width", min=0)
+    _checks.check_fits(params.shape[0] * height * width * 4, params.device, f"mix_mask's ({params.shape[0]}, "
+                       f"{height}, {width}) float32 masks")
     return _ops.mix_mask(params, mode, invert, height, width)
 
 
@@ -110,6 +116,9 @@ def mix_targets(
     Returns:
         ``(targets, lam)``: ``(N, K)`` and ``(N,)`` float32 on the images' device.
     """
+    num_classes = check_int(num_classes, "num_classes", min=1)
+    _checks.check_fits(images.shape[0] * num_classes * 4, images.device,
+                       f"mix_targets' ({images.shape[0]}, {num_classes}) float32 targets")
     return _ops.mix_targets(images, labels, partner, params, mode, invert, num_classes,
                             label_smoothing, mix_labels)
 
@@ -143,8 +152,31 @@ def mix_draw(
     Returns:
         ``(partner, params, active)``: ``(N,)`` int64, ``(N, 6)`` float32, ``(N,)`` bool, CPU.
     """
-    return _ops.mix_draw(n, height, width, family, [float(a) for a in args], float(p), per_sample,
-                         pairing, mix_labels, generator)
+    check_int(n, "n", min=0)
+    check_int(height, "height", min=0, max=_MAX_SIDE)
+    check_int(width, "width", min=0, max=_MAX_SIDE)
+    args = _check_draw(args, generator)
+    _checks.check_fits(n * (8 + 4 * MIX_PARAMS + 1), "cpu", f"mix_draw's outputs for n={n} samples")
+    return _ops.mix_draw(n, height, width, family, args, float(p), per_sample, pairing, mix_labels, generator)
+
+
+# Mask parameters are float32 pixel coordinates: exact integers up to 2^24.
+_MAX_SIDE = 1 << 24
+
+
+def _check_draw(args, generator) -> list:
+    """``args`` as finite floats, and the generator's type: what the op does not check itself (it
+    checks the family, each argument's range, ``p`` and ``pairing``). Kept to a few microseconds:
+    the mixers call it per batch."""
+    try:
+        values = [float(a) for a in args]
+    except (TypeError, ValueError):
+        raise TypeError(f"args should be a sequence of numbers, got {args!r}") from None
+    if not all(map(math.isfinite, values)):
+        raise ValueError(f"args should be finite numbers, got {values}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator should be a torch.Generator or None, got {type(generator).__name__}")
+    return values
 
 
 def mix_batch(
@@ -174,7 +206,12 @@ def mix_batch(
         ``(images, targets, lam, partner, params)``: as ``mix``, ``mix_targets`` and ``mix_draw``
         return them (no ``active``: a sample is mixed exactly when its partner is another one).
     """
-    inputs = (images, labels, family, [float(a) for a in args], float(p), per_sample, pairing,
+    args = _check_draw(args, generator)
+    num_classes = check_int(num_classes, "num_classes", min=1)
+    if isinstance(images, torch.Tensor) and images.dim() >= 1:
+        n = images.shape[0]
+        _checks.check_fits(n * num_classes * 4, images.device, f"mix_batch's ({n}, {num_classes}) float32 targets")
+    inputs = (images, labels, family, args, float(p), per_sample, pairing,
               generator, mode, invert, fill, num_classes, label_smoothing, mix_labels)
     if out is None:
         return _ops.mix_batch.default(*inputs)
@@ -183,28 +220,37 @@ def mix_batch(
 
 @torch.library.register_fake("pyrobust::mix_draw")
 def _mix_draw_fake(n, height, width, family, args, p, per_sample, pairing, mix_labels, generator=None):
+    _checks.check_value(n >= 0 and height >= 0 and width >= 0,
+                        f"n, height and width should be >= 0, got {n}, {height}, {width}")
+    _checks.check_value(0.0 <= p <= 1.0, f"p should be a probability in [0, 1], got {p}")
     return (torch.empty((n,), dtype=torch.long), torch.empty((n, MIX_PARAMS), dtype=torch.float32),
             torch.empty((n,), dtype=torch.bool))
 
 
 @torch.library.register_fake("pyrobust::mix")
 def _mix_fake(images, partner, params, mode, invert, fill):
-    torch._check(images.dim() == 4, lambda: f"images should be 4-D, got {images.dim()}-D")
+    _checks.check_mix_images(images, partner, params, mode)
     return torch.empty_like(images, memory_format=torch._prims_common.suggest_memory_format(images))
 
 
 @torch.library.register_fake("pyrobust::mix_mask")
 def _mix_mask_fake(params, mode, invert, height, width):
+    _checks.check_mix_params(params, -1, mode)
+    _checks.check(height >= 0 and width >= 0, f"height and width should be >= 0, got {height} and {width}")
     return params.new_empty((params.shape[0], height, width))
 
 
 @torch.library.register_fake("pyrobust::mix_lambda")
 def _mix_lambda_fake(params, mode, invert, height, width):
+    _checks.check_mix_params(params, -1, mode)
+    _checks.check(height > 0 and width > 0, f"height and width should be > 0, got {height} and {width}")
     return params.new_empty((params.shape[0],))
 
 
 @torch.library.register_fake("pyrobust::mix_targets")
 def _mix_targets_fake(images, labels, partner, params, mode, invert, num_classes, label_smoothing, mix_labels):
+    _checks.check_mix_images(images, partner, params, mode)
+    _checks.check_mix_labels(images, labels, num_classes, label_smoothing)
     n = images.shape[0]
     return (images.new_empty((n, num_classes), dtype=torch.float32),
             images.new_empty((n,), dtype=torch.float32))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from pyrobust.checks import check_int, check_real
+from pyrobust.ops import _checks
 from pyrobust.ops import _library  # noqa: F401  (loads the compiled core)
 
 __all__ = ["loss_grad", "line_stats", "solve"]
@@ -89,7 +91,15 @@ def solve(
     loss (m,) float64, history_s, history_y)``: ``grad_norm`` the max-abs gradient, ``gap`` the
     estimated objective gap ``g' M g / 2`` (M the preconditioner), ``loss`` the mean weighted
     cross-entropy, the last two the final pairs of the last C, packed as above.
+
+    The settings are checked here (types, ``chunk_rows >= 0``, a finite ``scale > 0``: one sync for
+    a device ``scale``, once per call, never inside the solver loop).
     """
+    tol = check_real(tol, "tol", min=0)
+    max_iter, history = check_int(max_iter, "max_iter", min=0), check_int(history, "history", min=1)
+    chunk_rows = check_int(chunk_rows, "chunk_rows", min=0)
+    if scale.device.type != "meta" and scale.numel() and not bool(torch.isfinite(scale).all() and (scale > 0).all()):
+        raise ValueError("scale should hold finite values > 0 (each feature is divided by it)")
     return torch.ops.pyrobust.probe_solve(
         X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
         float(tol), int(max_iter), int(history), int(chunk_rows), history_s, history_y,
@@ -99,11 +109,13 @@ def solve(
 
 @torch.library.register_fake("pyrobust::probe_loss_grad")
 def _loss_grad_fake(logits, target, weight, *, check_target=True):
+    _checks.check_probe_logits(logits, target, weight)
     return torch.empty_like(logits), logits.new_empty((logits.shape[1], 2), dtype=torch.float64)
 
 
 @torch.library.register_fake("pyrobust::probe_line_stats")
 def _line_stats_fake(logits, direction, target, weight, step, *, check_target=True):
+    _checks.check_probe_line(logits, direction, target, weight, step)
     return logits.new_empty((logits.shape[1], 3), dtype=torch.float64)
 
 
@@ -111,6 +123,8 @@ def _line_stats_fake(logits, direction, target, weight, step, *, check_target=Tr
 def _solve_fake(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
                 tol, max_iter, history, chunk_rows, history_s=None, history_y=None,
                 history_lambda=0.0, products="convert"):
+    _checks.check_probe_solve(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals, tol,
+                              max_iter, history, chunk_rows, history_s, history_y, products)
     m, d, k = coef.shape
     cpu = torch.device("cpu")
     h = torch.library.get_ctx().new_dynamic_size()

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
+
+from pyrobust.checks import check_int, check_real
+from pyrobust.errors import UsageError, check_out_folder
+from pyrobust.probe import data as _data
+from pyrobust.probe.data import as_compute_device
 
 _X_KEYS = ("X", "features", "x")
 _Y_KEYS = ("y", "labels", "targets")
@@ -38,28 +44,99 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def _load(path: str, y_path=None, what="train"):
+def _open(path: str, what: str):
+    """The arrays of one features file (``{name: array}``), or :class:`UsageError` naming the file."""
+    if not os.path.isfile(path):
+        why = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise UsageError(f"{what} file {path!r} {why}")
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
-        X = np.load(path, mmap_mode="r")
-        if y_path is None:
-            raise ValueError(f"{what} features are a .npy file: give its labels with "
-                             f"--{what}-y labels.npy")
-        return X, np.load(y_path)
-    if ext == ".npz":
-        arrays = np.load(path)
-    elif ext == ".safetensors":
+    if ext not in (".npy", ".npz", ".safetensors"):
+        raise UsageError(f"{what} file {path!r}: expected .npy, .npz or .safetensors, got {ext!r}")
+    try:
+        if ext == ".npy":
+            return {"": np.load(path, mmap_mode="r")}
+        if ext == ".npz":
+            with np.load(path) as arrays:
+                return {k: arrays[k] for k in arrays.files}
         from safetensors.numpy import load_file
 
-        arrays = load_file(path)
+        return load_file(path)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file is what is wrong
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"{what} file {path!r} cannot be read as {ext}: {reason}") from None
+
+
+def _load(path: str, y_path=None, what="train"):
+    """``(X, y)`` from a features file (and a labels file for .npy), shapes checked; UsageError
+    naming the file otherwise."""
+    flag = f"--{what}-y"
+    arrays = _open(path, f"{what} features")
+    if "" in arrays:
+        if y_path is None:
+            raise UsageError(f"{what} features are a .npy file: give its labels with {flag} labels.npy")
+        X = arrays[""]
+        labels = _open(y_path, f"{flag}")
+        if "" not in labels:
+            raise UsageError(f"{flag} {y_path!r} should be a .npy file of labels")
+        y, y_name = labels[""], f"{flag} {y_path!r}"
     else:
-        raise ValueError(f"{path}: expected .npy, .npz or .safetensors, got {ext!r}")
-    xk = next((k for k in _X_KEYS if k in arrays), None)
-    yk = next((k for k in _Y_KEYS if k in arrays), None)
-    if xk is None or yk is None:
-        raise ValueError(f"{path} should hold features under one of {_X_KEYS} and labels under "
-                         f"one of {_Y_KEYS}; found {sorted(arrays.keys())}")
-    return arrays[xk], arrays[yk]
+        if y_path is not None:
+            raise UsageError(f"{flag} is for .npy features; {path!r} holds its own labels")
+        xk = next((k for k in _X_KEYS if k in arrays), None)
+        yk = next((k for k in _Y_KEYS if k in arrays), None)
+        if xk is None or yk is None:
+            raise UsageError(f"{path!r} should hold features under one of {_X_KEYS} and labels under "
+                             f"one of {_Y_KEYS}; found {sorted(arrays.keys())}")
+        X, y, y_name = arrays[xk], arrays[yk], f"the labels {yk!r} of {path!r}"
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise UsageError(f"{what} features {path!r} should be a 2-D (samples, features) array, got "
+                         f"shape {X.shape}")
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise UsageError(f"{what} features {path!r} should hold real numbers, got dtype {X.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise UsageError(f"{y_name} should be 1-D (one label per sample), got shape {y.shape}")
+    if y.shape[0] != X.shape[0]:
+        raise UsageError(f"{what} features {path!r} have {X.shape[0]} rows but {y_name} has "
+                         f"{y.shape[0]} labels")
+    if np.issubdtype(y.dtype, np.number) and not np.issubdtype(y.dtype, np.integer):
+        bad = np.flatnonzero(~np.isfinite(y))
+        if bad.size:
+            raise UsageError(f"{y_name} holds {bad.size} NaN or inf labels, the first at index {bad[0]}")
+    try:  # named by file and row here: after a train / val split, rows are renumbered
+        _data.check_finite(_data.as_feature_tensor(X), 65536, f"{what} features {path!r}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return X, y
+
+
+def _check_args(args) -> "torch.device":
+    """Every option's type and range, before any file is read; returns the device."""
+    checks = [
+        (lambda: check_real(args.c_min, "--c-min")),
+        (lambda: check_real(args.c_max, "--c-max")),
+        (lambda: check_int(args.n_c, "--n-c", min=1, max=10000)),
+        (lambda: check_real(args.tol, "--tol", min=0, min_open=True)),
+        (lambda: check_int(args.max_iter, "--max-iter", min=1)),
+        (lambda: check_int(args.seed, "--seed", min=0)),
+    ]
+    if not args.val:
+        checks.append(lambda: check_real(args.val_fraction, "--val-fraction", min=0, max=1,
+                                         min_open=True, max_open=True))
+    for check in checks:
+        try:
+            check()
+        except (TypeError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+    if args.c_min > args.c_max:
+        raise UsageError(f"--c-min ({args.c_min:g}) should be <= --c-max ({args.c_max:g})")
+    if args.val_y and not args.val:
+        raise UsageError("--val-y is given without --val")
+    try:
+        return as_compute_device(args.device, "--device")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def plot_path(result, path: str) -> None:
@@ -89,34 +166,46 @@ def plot_path(result, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sweep; returns the process exit code."""
+    """Run the sweep; returns the process exit code. Options, the output folder and the input files
+    are checked first; a mistake in any is a :class:`UsageError`."""
     from safetensors.numpy import save_file
 
     from pyrobust.probe import probe_sweep
     from pyrobust.probe.scoring import head_metrics
-    from pyrobust.probe import data as _data
 
+    device = _check_args(args)
+    out = check_out_folder(args.out)
+    for name in ("probe_head.safetensors", "probe_path.png"):
+        if os.path.isdir(os.path.join(out, name)):
+            raise UsageError(f"--out {out!r} holds a folder named {name!r}, where the {name} file goes")
     X, y = _load(args.train, args.train_y, "train")
     if args.val:
         Xv, yv = _load(args.val, args.val_y, "val")
+        if Xv.shape[1] != X.shape[1]:
+            raise UsageError(f"val features {args.val!r} have {Xv.shape[1]} features, train features "
+                             f"{args.train!r} have {X.shape[1]}")
     else:
-        if not 0 < args.val_fraction < 1:
-            raise ValueError(f"--val-fraction should be in (0, 1), got {args.val_fraction}")
-        perm = np.random.default_rng(args.seed).permutation(len(y))
         n_val = max(1, int(round(args.val_fraction * len(y))))
+        if n_val >= len(y):
+            raise UsageError(f"--val-fraction {args.val_fraction:g} of {len(y)} samples leaves none "
+                             "to train on")
+        perm = np.random.default_rng(args.seed).permutation(len(y))
         vi, ti = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         X, Xv, yv, y = X[ti], X[vi], y[vi], y[ti]
     Cs = np.logspace(args.c_min, args.c_max, args.n_c)
-    res = probe_sweep(X, y, Xv, yv, Cs, standardize=args.standardize, device=args.device,
-                      tol=args.tol, max_iter=args.max_iter, refit=args.refit,
-                      progress=not args.no_progress)
+    try:
+        res = probe_sweep(X, y, Xv, yv, Cs, standardize=args.standardize, device=device,
+                          tol=args.tol, max_iter=args.max_iter, refit=args.refit,
+                          progress=not args.no_progress)
+    except (TypeError, ValueError) as exc:  # the data's content (NaN, one class, bad weights)
+        raise UsageError(str(exc).splitlines()[0]) from None
     Xt = _data.as_feature_tensor(X)
     codes = np.searchsorted(res.classes, y)
     res.train_accuracy = np.array([
-        head_metrics(Xt, c, b, codes, np.ones(len(y), bool), device=args.device)[0]
+        head_metrics(Xt, c, b, codes, np.ones(len(y), bool), device=res.best_estimator.device)[0]
         for c, b in zip(res.coefs, res.intercepts)])
     print(res.table())
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     est = res.best_estimator
     classes = np.asarray(res.classes)
     tensors = {"weight": est.coef_.astype(np.float32), "bias": est.intercept_.astype(np.float32)}
@@ -126,9 +215,9 @@ def run(args: argparse.Namespace) -> int:
                                             else np.float64)
     else:
         meta["classes"] = "\n".join(map(str, classes))
-    head = os.path.join(args.out, "probe_head.safetensors")
+    head = os.path.join(out, "probe_head.safetensors")
     save_file(tensors, head, metadata=meta)
-    plot = os.path.join(args.out, "probe_path.png")
+    plot = os.path.join(out, "probe_path.png")
     plot_path(res, plot)
     print(f"best C = {res.best_C:.4g} (val accuracy {res.val_accuracy[res.best_index]:.4f}); "
           f"head: {head}; plot: {plot}")
@@ -138,9 +227,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="pyrobust probe", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    from pyrobust.cli import main as cli_main
+
+    return cli_main(["probe", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

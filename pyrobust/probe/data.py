@@ -32,12 +32,34 @@ def as_compute_dtype(dtype, name: str = "dtype") -> torch.dtype:
                     f"{type(dtype).__name__} {dtype!r}")
 
 
+def as_compute_device(device, name: str = "device") -> torch.device:
+    """The device the probe computes on: the CPU or a CUDA device this machine has (``"auto"``:
+    CUDA where available); a meta device has no values to fit."""
+    from pyrobust.errors import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} should be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
 def as_feature_tensor(X, name: str = "X") -> torch.Tensor:
     """``(N, D)`` floating tensor sharing memory with ``X`` where possible (numpy, memmap, torch)."""
     if isinstance(X, torch.Tensor):
         t = X.detach()
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (shape {tuple(t.shape)}, no values); the probe "
+                             "needs its values: give a CPU or CUDA tensor")
+        if t.is_complex():
+            raise TypeError(f"{name} should be real, got complex dtype {t.dtype}")
     else:
-        arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        try:
+            arr = np.asarray(X) if not isinstance(X, np.ndarray) else X
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} should be an (n_samples, n_features) array of numbers; "
+                            f"np.asarray refused it: {exc}") from None
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise TypeError(f"{name} should be real, got complex dtype {arr.dtype}")
         if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
             raise TypeError(f"{name} should hold numbers, got dtype {arr.dtype}")
         if not np.issubdtype(arr.dtype, np.floating):
@@ -91,16 +113,67 @@ def check_finite(X: torch.Tensor, chunk_rows: int, name: str = "X") -> None:
             raise ValueError(f"{name} holds NaN or inf; first offending row: {row}")
 
 
-def encode_labels(y, name: str = "y"):
-    """``(classes, codes)``: sorted unique labels (any values) and int64 codes."""
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+def as_labels(y, name: str = "y") -> np.ndarray:
+    """Labels as a 1-D numpy array (an ``(N, 1)`` column is flattened), of any sortable values but
+    NaN or inf: a NaN label would become a class of its own."""
+    if y is None:
+        raise TypeError(f"{name} should be an array of labels, got None")
+    if isinstance(y, torch.Tensor):
+        if y.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (no values); give a CPU or CUDA tensor")
+        arr = y.detach().cpu().numpy()
+    else:
+        try:
+            arr = np.asarray(y)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} should be a 1-D array of labels; np.asarray refused it: {exc}") from None
     if arr.ndim != 1:
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr.ravel()
         else:
-            raise ValueError(f"{name} should be 1-D, got shape {arr.shape}")
-    classes, codes = np.unique(arr, return_inverse=True)
-    return classes, codes.astype(np.int64)
+            raise ValueError(f"{name} should be 1-D (one label per sample), got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} should hold real labels, got complex dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{name} holds {int(bad.sum())} NaN or inf labels; first at index {i} "
+                             f"({arr[i]}); every label should be a class")
+    return arr
+
+
+def encode_labels(y, name: str = "y"):
+    """``(classes, codes)``: sorted unique labels (any values) and int64 codes."""
+    arr = as_labels(y, name)
+    try:
+        classes, codes = np.unique(arr, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(f"{name} should hold labels that can be sorted (numbers or strings), got "
+                        f"dtype {arr.dtype}: {exc}") from None
+    return classes, codes.reshape(-1).astype(np.int64)
+
+
+def class_weight_array(class_weight: dict, classes: np.ndarray) -> np.ndarray:
+    """Per-class weights from ``{label: weight}`` (missing labels weigh 1), in ``classes`` order;
+    every key should be a label of ``y`` and every weight a finite number >= 0 (as scikit-learn)."""
+    known = set(classes.tolist())
+    unknown = [k for k in class_weight if k not in known]
+    if unknown:
+        shown = ", ".join(map(repr, classes[:20].tolist()))
+        raise ValueError(f"class_weight has keys {unknown[:10]!r} that are not labels of y; the labels "
+                         f"are {shown}")
+    out = np.ones(len(classes))
+    lookup = {k: v for k, v in class_weight.items()}
+    for i, c in enumerate(classes.tolist()):
+        if c in lookup:
+            v = lookup[c]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise TypeError(f"class_weight[{c!r}] should be a number, got {type(v).__name__} {v!r}")
+            if not (np.isfinite(v) and v >= 0):
+                raise ValueError(f"class_weight[{c!r}] should be a finite number >= 0, got {v}")
+            out[i] = float(v)
+    return out
 
 
 def sample_weights(codes: np.ndarray, n_classes: int, sample_weight=None, class_weight=None):
@@ -110,11 +183,18 @@ def sample_weights(codes: np.ndarray, n_classes: int, sample_weight=None, class_
     if sample_weight is None:
         sw = np.ones(n)
     else:
-        sw = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        if isinstance(sample_weight, torch.Tensor):
+            sample_weight = sample_weight.detach().cpu().numpy()
+        try:
+            sw = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"sample_weight should be an array of numbers, one per sample: {exc}") from None
         if sw.shape[0] != n:
             raise ValueError(f"sample_weight has {sw.shape[0]} entries for {n} samples")
-        if not np.all(np.isfinite(sw)) or np.any(sw < 0):
-            raise ValueError("sample_weight should be finite and >= 0")
+        bad = ~(np.isfinite(sw) & (sw >= 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"sample_weight should be finite and >= 0; index {i} holds {sw[i]}")
     if class_weight is None:
         return sw
     if isinstance(class_weight, str):

@@ -24,6 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from pyrobust.checks import check_int, check_real
 from pyrobust.probe import data as _data
 from pyrobust.probe.problem import Problem
 from pyrobust.probe.scoring import decision_scores
@@ -59,13 +60,9 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` ``(N, D)`` (numpy, memmap or tensor, float16/32/64) and labels ``y``."""
-        if not (isinstance(self.C, (int, float, np.number)) and np.isfinite(self.C)
-                and self.C > 0):
-            raise ValueError(f"C should be a finite number > 0, got {self.C!r}")
-        if not (np.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"tol should be > 0, got {self.tol!r}")
-        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter >= 1):
-            raise ValueError(f"max_iter should be an int >= 1, got {self.max_iter!r}")
+        C = check_real(self.C, "C", min=0, min_open=True)
+        tol = check_real(self.tol, "tol", min=0, min_open=True)
+        max_iter = check_int(self.max_iter, "max_iter", min=1)
         if not isinstance(X, (torch.Tensor, np.memmap)):
             X, y = validate_data(self, X, y, dtype=[np.float64, np.float32, np.float16],
                                  y_numeric=False, reset=True)
@@ -76,8 +73,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
                        standardize=self.standardize, device=self.device,
                        compute_dtype=self.dtype)
         coef, intercept = prob.zeros(1)
-        coef, intercept, it, gn, gap, _, _ = prob.solve([float(self.C)], coef, intercept,
-                                                     tol=self.tol, max_iter=self.max_iter)
+        coef, intercept, it, gn, gap, _, _ = prob.solve([C], coef, intercept, tol=tol,
+                                                     max_iter=max_iter)
         cf, ic = prob.fold(coef[0], intercept[0])
         self._set_fitted(prob.classes, cf, ic, int(it[0]), float(gn[0]), prob.X.shape[1],
                          float(gap[0]))
@@ -106,6 +103,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
             if Xt.shape[1] != self.n_features_in_:
                 raise ValueError(f"X has {Xt.shape[1]} features, the probe was fitted on "
                                  f"{self.n_features_in_}")
+            _data.check_finite(Xt, 65536, "X")
             s = decision_scores(Xt, self.coef_, self.intercept_, dtype=torch.float64).numpy()
         else:
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)

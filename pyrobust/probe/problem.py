@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pyrobust.checks import check_choice, check_int
 from pyrobust.probe import data as _data
 
 __all__ = ["Problem"]
@@ -27,6 +28,9 @@ class Problem:
     def __init__(self, X, y, *, sample_weight=None, class_weight=None, standardize="none",
                  device="cpu", compute_dtype=torch.float32, chunk_rows=None):
         compute_dtype = _data.as_compute_dtype(compute_dtype)
+        check_choice(standardize, "standardize", ("none", "feature", "scalar"))
+        if chunk_rows is not None:
+            chunk_rows = check_int(chunk_rows, "chunk_rows", min=0)
         self.X = _data.as_feature_tensor(X, "X")
         self.classes, codes = _data.encode_labels(y, "y")
         n = self.X.shape[0]
@@ -35,9 +39,7 @@ class Problem:
         if len(self.classes) < 2:
             raise ValueError(f"need at least 2 classes in y, got {len(self.classes)} class: "
                              f"{self.classes.tolist()}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' but torch.cuda.is_available() is False")
+        self.device = _data.as_compute_device(device)
         if self.device.type == "cuda" and self.device.index is None:
             # torch.device("cuda") != torch.device("cuda:0"): name the index, so that "is X
             # already there" below compares equal devices equal
@@ -60,7 +62,7 @@ class Problem:
         self.chunk_rows = int(chunk_rows)
         _data.check_finite(self.X, self.chunk_rows or 65536, "X")
         if class_weight is not None and isinstance(class_weight, dict):
-            cw = np.array([float(class_weight.get(c, 1.0)) for c in self.classes])
+            cw = _data.class_weight_array(class_weight, self.classes)
             weights = _data.sample_weights(codes, len(self.classes), sample_weight) * cw[codes]
         else:
             weights = _data.sample_weights(codes, len(self.classes), sample_weight, class_weight)

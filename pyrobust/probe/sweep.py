@@ -12,7 +12,6 @@ choice.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Optional, Union
@@ -22,6 +21,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
+from pyrobust.checks import check_bool, check_int, check_real
 from pyrobust.probe import data as _data
 from pyrobust.probe.estimator import LogisticProbe
 from pyrobust.probe.problem import Problem
@@ -37,7 +37,12 @@ DEFAULT_CS = tuple(np.logspace(-4, 2, 8))
 
 
 def _check_Cs(Cs) -> np.ndarray:
-    arr = np.asarray(Cs, dtype=np.float64).reshape(-1)
+    if Cs is None or isinstance(Cs, (str, bytes)):
+        raise TypeError(f"Cs should be a sequence of numbers > 0, got {Cs!r}")
+    try:
+        arr = np.asarray(Cs, dtype=np.float64).reshape(-1)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"Cs should be a sequence of numbers > 0, got {Cs!r} ({exc})") from None
     if arr.size == 0:
         raise ValueError("Cs is empty")
     bad = arr[~(np.isfinite(arr) & (arr > 0))]
@@ -81,25 +86,25 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
     """
     start = time.perf_counter()
     Cs = _check_Cs(Cs)
-    if tol <= 0 or not math.isfinite(tol):
-        raise ValueError(f"tol should be finite and > 0, got {tol}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter should be >= 1, got {max_iter}")
-    if int(joint) < 1:
-        raise ValueError(f"joint should be >= 1, got {joint}")
+    tol = check_real(tol, "tol", min=0, min_open=True)
+    max_iter = check_int(max_iter, "max_iter", min=1)
+    joint = check_int(joint, "joint", min=1)
+    history = check_int(history, "history", min=1)
+    refit = check_bool(refit, "refit")
+    # validation data first: a mistake there is reported before the training statistics are made
+    Xv = _data.as_feature_tensor(X_val, "X_val")
+    d_train = _data.as_feature_tensor(X_train, "X").shape[1]
+    if Xv.shape[1] != d_train:
+        raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {d_train}")
+    yv = _data.as_labels(y_val, "y_val")
+    if yv.shape[0] != Xv.shape[0]:
+        raise ValueError(f"X_val has {Xv.shape[0]} samples but y_val has {yv.shape[0]} labels")
+    _data.check_finite(Xv, 65536, "X_val")
     prob = Problem(X_train, y_train, sample_weight=sample_weight, class_weight=class_weight,
                    standardize=standardize, device=device, compute_dtype=dtype,
                    chunk_rows=chunk_rows)
-    Xv = _data.as_feature_tensor(X_val, "X_val")
-    if Xv.shape[1] != prob.X.shape[1]:
-        raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {prob.X.shape[1]}")
     if not isinstance(X_val, np.memmap):
         Xv = _data.to_device_if_fits(Xv, prob.device)  # scored once per C: moved once
-    _data.check_finite(Xv, 65536, "X_val")
-    yv = y_val.detach().cpu().numpy() if isinstance(y_val, torch.Tensor) else np.asarray(y_val)
-    yv = yv.reshape(-1)
-    if yv.shape[0] != Xv.shape[0]:
-        raise ValueError(f"X_val has {Xv.shape[0]} samples but y_val has {yv.shape[0]} labels")
     known = np.isin(yv, prob.classes)
     if not known.all():
         unseen = np.unique(yv[~known])

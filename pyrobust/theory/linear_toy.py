@@ -41,6 +41,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from pyrobust.checks import check_int, check_real
 from pyrobust.distortion import subspace_distance
 
 __all__ = ["format_linear_toy", "linear_toy", "linear_toy_seeds", "plot_linear_toy"]
@@ -55,14 +56,14 @@ def _check(d, k, m, n, eps, steps, lr, record_every, head_init_std) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if not k < m < d:
         raise ValueError(f"need k < m < d (head width < ID dimension < input dimension), got k={k}, m={m}, d={d}")
-    if not 0.0 <= eps <= math.sqrt(2.0):
-        raise ValueError(f"eps must lie in [0, sqrt(2)] (the range of subspace_distance), got {eps!r}")
+    try:
+        check_real(eps, "eps", min=0, max=math.sqrt(2.0))
+    except ValueError:
+        raise ValueError(f"eps must lie in [0, sqrt(2)] (the range of subspace_distance), got {eps!r}") from None
     if k > d - k:
         raise ValueError(f"need 2k <= d to place B0 at distance eps from B*, got k={k}, d={d}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not (math.isfinite(head_init_std) and head_init_std >= 0):
-        raise ValueError(f"head_init_std must be >= 0, got {head_init_std!r}")
+    check_real(lr, "lr", min=0, min_open=True)
+    check_real(head_init_std, "head_init_std", min=0)
 
 
 def _haar_orthonormal(rng: np.random.Generator, d: int, cols: int) -> np.ndarray:
@@ -164,6 +165,7 @@ def linear_toy(
         lists (LP-FT's curve covers its fine-tuning stage; its step 0 is the LP result).
     """
     _check(d, k, m, n, eps, steps, lr, record_every, head_init_std)
+    check_int(seed, "seed", min=0)
     rng = np.random.default_rng(seed)
     prob = _Problem(rng, d, k, m, n, float(eps))
     zero_head = np.zeros(k)
@@ -185,7 +187,7 @@ def linear_toy_seeds(seeds: Iterable[int] = range(20), **kw) -> dict[str, Any]:
         {"step", "ood_error", "ood_error_min", "ood_error_max", "id_error"}}}`` where curve errors are means
         over seeds (min / max give the spread) and ``std`` is the population standard deviation.
     """
-    seeds = [int(s) for s in seeds]
+    seeds = [check_int(s, "seeds (each)", min=0) for s in seeds]
     if not seeds:
         raise ValueError("seeds is empty")
     start = time.perf_counter()
@@ -210,6 +212,9 @@ def linear_toy_seeds(seeds: Iterable[int] = range(20), **kw) -> dict[str, Any]:
 
 def format_linear_toy(summary: dict[str, Any]) -> str:
     """A plain-text table of a :func:`linear_toy_seeds` result (mean ± std over seeds)."""
+    if not isinstance(summary, dict) or not all(isinstance(summary.get(m), dict) for m in METHODS) \
+            or "seeds" not in summary:
+        raise ValueError("summary should be a linear_toy_seeds(...) result (keys 'seeds', 'lp', 'ft', 'lpft')")
     lines = [f"{'method':<6}" + "".join(f"{metric:>28}" for metric in METRICS)]
     for method in METHODS:
         cells = (f"{summary[method][m]['mean']:.3e} ± {summary[method][m]['std']:.1e}" for m in METRICS)

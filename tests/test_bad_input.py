@@ -1,0 +1,30 @@
+"""Bad inputs on every entry point (tables in ``tests/bad_input/``): each case must raise its
+error with a message naming the argument, or succeed, and never crash or hang. Cases run in a
+worker process that is restarted after a crash, so a crash fails one case."""
+
+import importlib
+
+import pytest
+
+from tests.bad_input.harness import WorkerPool
+
+TABLES = ["probe", "features", "lpft", "distortion", "data", "models", "theory", "ops", "cli", "properties"]
+PARAMS = []
+for _name in TABLES:
+    _module = f"tests.bad_input.cases_{_name}"
+    for _id, _case in importlib.import_module(_module).CASES.items():
+        _marks = [pytest.mark.xfail(reason=_case.known, strict=True)] if _case.known else []
+        PARAMS.append(pytest.param(_module, _id, id=f"{_name}:{_id}", marks=_marks))
+
+
+@pytest.fixture(scope="module")
+def worker():
+    pool = WorkerPool()
+    yield pool
+    pool.close()
+
+
+@pytest.mark.parametrize("module, case_id", PARAMS)
+def test_bad_input(worker, module, case_id):
+    result = worker.run(module, case_id)
+    assert result["verdict"] == "ok", f"{result['verdict']}: {result['detail']}"
