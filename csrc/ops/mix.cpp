@@ -20,15 +20,10 @@
 
 #include <torch/library.h>
 
-#include <algorithm>
-#include <cstdint>
-#include <cstdlib>
 #include <string>
-#include <utility>
+#include <string_view>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
+#include "ops/cpu/huge_pages.h"
 
 namespace pyrobust {
 
@@ -133,55 +128,63 @@ MaskMode check_mask_args(const at::Tensor& params, const std::string& mode, int6
   return check_mix_params(params, mode, params.dim() > 0 ? params.size(0) : 0);
 }
 
+at::Tensor mix(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+               std::string_view mode, bool invert, std::optional<double> fill) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix", "")
+                       .typed<decltype(mix)>();
+  return op.call(images, partner, params, mode, invert, fill);
+}
+
+at::Tensor& mix_out(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+                    std::string_view mode, bool invert, std::optional<double> fill,
+                    at::Tensor& out) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix", "out")
+                       .typed<decltype(mix_out)>();
+  return op.call(images, partner, params, mode, invert, fill, out);
+}
+
+at::Tensor mix_mask(const at::Tensor& params, std::string_view mode, bool invert, int64_t height,
+                    int64_t width) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix_mask", "")
+                       .typed<decltype(mix_mask)>();
+  return op.call(params, mode, invert, height, width);
+}
+
+at::Tensor mix_lambda(const at::Tensor& params, std::string_view mode, bool invert,
+                      int64_t height, int64_t width) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix_lambda", "")
+                       .typed<decltype(mix_lambda)>();
+  return op.call(params, mode, invert, height, width);
+}
+
+std::tuple<at::Tensor, at::Tensor> mix_targets(const at::Tensor& images, const at::Tensor& labels,
+                                               const at::Tensor& partner,
+                                               const at::Tensor& params, std::string_view mode,
+                                               bool invert, int64_t num_classes,
+                                               double label_smoothing, bool mix_labels) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix_targets", "")
+                       .typed<decltype(mix_targets)>();
+  return op.call(images, labels, partner, params, mode, invert, num_classes, label_smoothing,
+                 mix_labels);
+}
+
 namespace {
-
-// A fresh host output of tens of MB is mapped fresh by malloc, and first-touching it in 4 KiB
-// pages cost more than the blend itself here (64x3x224x224 float32: ~22 ms of page faults
-// against ~6 ms of mixing). Where the kernel offers transparent huge pages on request
-// (transparent_hugepage/enabled = madvise, a common default), asking for them before the first
-// touch makes that ~500 times fewer faults: what PyTorch's THP_MEM_ALLOC_ENABLE=1 does for every
-// allocation, here for the mixers' outputs only. Only from 32 MiB up: glibc maps larger blocks
-// afresh, always, while smaller ones may be recycled heap memory, already touched, where the
-// hint would only split the heap's mapping. A hint: refused or unsupported, nothing changes.
-// PYROBUST_HUGE_PAGES=0 turns it off (on a host where the kernel's direct compaction for huge
-// pages stalls, say).
-bool huge_pages_wanted() {
-  static const bool wanted = [] {
-    const char* v = std::getenv("PYROBUST_HUGE_PAGES");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  return wanted;
-}
-
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  constexpr size_t kFreshMapping = size_t(32) << 20;  // glibc's largest mmap threshold
-  if (!t.is_cpu() || t.nbytes() <= kFreshMapping || !huge_pages_wanted()) return;
-  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t hi = (begin + t.nbytes()) & ~(kHuge - 1);
-  if (hi > lo) (void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
 
 // pyrobust::mix for every backend: allocate the output in the images' memory format and call
 // mix.out, which each backend implements.
 at::Tensor mix_alloc(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
-                     c10::string_view mode, bool invert, std::optional<double> fill) {
+                     std::string_view mode, bool invert, std::optional<double> fill) {
   TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
               "-D");
   at::Tensor out = at::empty(images.sizes(), images.options().memory_format(
                                                  images.suggest_memory_format()));
   advise_huge_pages(out);
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::mix", "out")
-                       .typed<at::Tensor&(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          c10::string_view, bool, std::optional<double>,
-                                          at::Tensor&)>();
-  return op.call(images, partner, params, mode, invert, fill, out);
+  return mix_out(images, partner, params, mode, invert, fill, out);
 }
 
 }  // namespace

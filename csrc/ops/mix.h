@@ -1,17 +1,50 @@
-// Shared by the mixing kernels of every backend: compute type, row layout, argument checks.
+// pyrobust::mix family: the typed C++ entry of every op, and what the kernels of every backend
+// share (compute type, row layout, argument checks).
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cmath>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <tuple>
 #include <utility>
 
 #include "ops/checks.h"
 #include "ops/mix_profiles.h"
 
 namespace pyrobust {
+
+// Typed entries of the ops, one per schema (defined beside the schema: mix.cpp, mix_draw.cpp,
+// mix_batch.cpp). They call through the dispatcher, so every backend and the autograd and
+// tracing layers see the call: the front door for C++ callers (other ops, the C++ tests).
+// mix_batch.out has none: its mixed (Tensor&, Tensor, ...) return cannot be boxed by a typed
+// call, and no C++ caller needs it.
+at::Tensor mix(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+               std::string_view mode, bool invert, std::optional<double> fill);
+at::Tensor& mix_out(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
+                    std::string_view mode, bool invert, std::optional<double> fill,
+                    at::Tensor& out);
+at::Tensor mix_mask(const at::Tensor& params, std::string_view mode, bool invert, int64_t height,
+                    int64_t width);
+at::Tensor mix_lambda(const at::Tensor& params, std::string_view mode, bool invert,
+                      int64_t height, int64_t width);
+std::tuple<at::Tensor, at::Tensor> mix_targets(const at::Tensor& images, const at::Tensor& labels,
+                                               const at::Tensor& partner,
+                                               const at::Tensor& params, std::string_view mode,
+                                               bool invert, int64_t num_classes,
+                                               double label_smoothing, bool mix_labels);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw(
+    int64_t n, int64_t height, int64_t width, std::string_view family, at::ArrayRef<double> args,
+    double p, bool per_sample, std::string_view pairing, bool mix_labels,
+    std::optional<at::Generator> generator = std::nullopt);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mix_batch(
+    const at::Tensor& images, const at::Tensor& labels, std::string_view family,
+    at::ArrayRef<double> args, double p, bool per_sample, std::string_view pairing,
+    std::optional<at::Generator> generator, std::string_view mode, bool invert,
+    std::optional<double> fill, int64_t num_classes, double label_smoothing, bool mix_labels);
 
 // Blends are computed in float for every image dtype but double.
 template <typename T>

@@ -7,17 +7,19 @@
 // the mask inverted, then added to the partners' rows. The backward calls the op through the
 // dispatcher, so it is itself differentiable (double backward) and traceable (torch.compile).
 //
-// Why C++: the same formula registered from Python (torch.library.register_autograd) put a
-// Python layer in front of every call, ~7 us of a mixing call's ~60 us of host work even when
-// nothing requires a gradient, which is the mixers' case in a data loader. Here a call that
-// needs no graph goes straight to the backend kernel.
-#include <ATen/core/dispatch/Dispatcher.h>
+// Why C++: registered from Python (torch.library.register_autograd), the same formula puts a
+// Python layer in front of every call, even when nothing requires a gradient, which is the
+// mixers' case in a data loader (docs/kernels.md). Here a call that needs no graph goes straight
+// to the backend kernel.
 #include <ATen/ops/index_add.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <string>
+#include <string_view>
+
+#include "ops/mix.h"
 
 namespace pyrobust {
 namespace {
@@ -25,28 +27,19 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Tensor call_mix(const at::Tensor& images, const at::Tensor& partner, const at::Tensor& params,
-                    c10::string_view mode, bool invert, std::optional<double> fill) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::mix", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         c10::string_view, bool, std::optional<double>)>();
-  return op.call(images, partner, params, mode, invert, fill);
-}
-
 struct MixFunction : public torch::autograd::Function<MixFunction> {
   // The backward uses only saved tensors and dispatcher ops: compiled autograd may trace it.
   static constexpr bool is_traceable = true;
 
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& images,
                             const at::Tensor& partner, const at::Tensor& params,
-                            c10::string_view mode, bool invert, std::optional<double> fill) {
+                            std::string_view mode, bool invert, std::optional<double> fill) {
     ctx->save_for_backward({partner, params});
     ctx->saved_data["mode"] = std::string(mode);
     ctx->saved_data["invert"] = invert;
     ctx->saved_data["fill"] = fill;
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_mix(images, partner, params, mode, invert, fill);
+    return mix(images, partner, params, mode, invert, fill);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -57,9 +50,9 @@ struct MixFunction : public torch::autograd::Function<MixFunction> {
     const bool invert = ctx->saved_data["invert"].toBool();
     const bool has_fill = !ctx->saved_data["fill"].isNone();
     const at::Tensor grad = grads[0].contiguous(grads[0].suggest_memory_format());
-    at::Tensor grad_images = call_mix(grad, partner, params, mode, invert, 0.0);
+    at::Tensor grad_images = mix(grad, partner, params, mode, invert, 0.0);
     if (!has_fill) {
-      const at::Tensor to_partner = call_mix(grad, partner, params, mode, !invert, 0.0);
+      const at::Tensor to_partner = mix(grad, partner, params, mode, !invert, 0.0);
       grad_images = at::index_add(grad_images, 0, partner.to(grad.device()), to_partner);
     }
     // One gradient per input of forward: images, then none for partner, params, mode, invert,
@@ -69,13 +62,13 @@ struct MixFunction : public torch::autograd::Function<MixFunction> {
 };
 
 at::Tensor mix_autograd(const at::Tensor& images, const at::Tensor& partner,
-                        const at::Tensor& params, c10::string_view mode, bool invert,
+                        const at::Tensor& params, std::string_view mode, bool invert,
                         std::optional<double> fill) {
   // params never get a gradient, but a params that requires one still makes the output part of
   // the graph (with none for params), as any op does.
   if (!(at::GradMode::is_enabled() && (images.requires_grad() || params.requires_grad()))) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_mix(images, partner, params, mode, invert, fill);
+    return mix(images, partner, params, mode, invert, fill);
   }
   return MixFunction::apply(images, partner, params, mode, invert, fill);
 }

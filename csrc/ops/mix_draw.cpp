@@ -5,8 +5,8 @@
 //     -> (partner (N,) int64, params (N, 6) float32, active (N,) bool), on the CPU.
 //
 // The mixers call this once per batch. Drawing is a few dozen numbers, so its cost is the calls
-// that make them: in Python (a generator call per draw, numpy arithmetic, conversions) it took
-// most of a GPU mixer's host time, more than the GPU spends moving a 64-image batch.
+// that make them: drawn in Python (a generator call per draw, numpy arithmetic, conversions) they
+// cost a GPU mixer more host time than the GPU spends mixing the batch (docs/kernels.md).
 //
 // Families and their `args` (the layout of `params` is in mix_profiles.h):
 //   circle [lo, hi, ellipse]  cx = u0 W, cy = u1 H, sx = s W, sy = s' H; s = lo + (hi - lo) u2,
@@ -24,11 +24,12 @@
 // The stream, in order: the family's draws (Beta first, then a (draws, cols) block of float64
 // uniforms), then one uniform per draw for `active` when p < 1, then the pairing's permutation.
 // draws = N per sample, or 1 shared by the batch. Beta(a, a) is the first coordinate of a
-// Dirichlet(a, a), torch's generator-aware sampler (a uniform for a = 1). An inactive sample pairs with itself (the
-// kernels copy it exactly); without label mixing (Cutout, whose fill takes a partner's place)
-// its box is also emptied.
+// Dirichlet(a, a), torch's generator-aware sampler (a uniform for a = 1). An inactive sample
+// pairs with itself (the kernels copy it exactly); without label mixing (Cutout, whose fill takes
+// a partner's place) its box is also emptied.
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/_sample_dirichlet.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
@@ -40,10 +41,11 @@
 #include <cmath>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
-#include "ops/mix_profiles.h"
+#include "ops/mix.h"
 
 namespace pyrobust {
 namespace {
@@ -73,8 +75,7 @@ Family parse_family(const std::string& name, size_t n_args) {
 }
 
 // (draws,) float64 samples of Beta(alpha, alpha). Beta(1, 1), the mixers' default, is the
-// uniform distribution: one uniform per draw instead of two gamma samples (a third of a CutMix
-// call's host time).
+// uniform distribution: one uniform per draw instead of two gamma samples, the costlier draw.
 at::Tensor beta(double alpha, int64_t draws, const std::optional<at::Generator>& gen) {
   TORCH_CHECK_VALUE(alpha > 0.0, "alpha should be > 0, got ", alpha);
   if (alpha == 1.0) return at::rand({draws}, gen, at::kDouble);
@@ -161,9 +162,9 @@ std::vector<double> draw_params(Family family, at::ArrayRef<double> args, int64_
   return params;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw(
-    int64_t n, int64_t height, int64_t width, c10::string_view family_name,
-    at::ArrayRef<double> args, double p, bool per_sample, c10::string_view pairing_name,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw_kernel(
+    int64_t n, int64_t height, int64_t width, std::string_view family_name,
+    at::ArrayRef<double> args, double p, bool per_sample, std::string_view pairing_name,
     bool mix_labels, std::optional<at::Generator> generator) {
   TORCH_CHECK_VALUE(n >= 0 && height >= 0 && width >= 0,
                     "n, height and width should be >= 0, got ", n, ", ", height, ", ", width);
@@ -207,6 +208,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw(
 
 }  // namespace
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw(
+    int64_t n, int64_t height, int64_t width, std::string_view family, at::ArrayRef<double> args,
+    double p, bool per_sample, std::string_view pairing, bool mix_labels,
+    std::optional<at::Generator> generator) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix_draw", "")
+                       .typed<decltype(mix_draw)>();
+  return op.call(n, height, width, family, args, p, per_sample, pairing, mix_labels, generator);
+}
+
 TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
   m.def(
       "mix_draw(int n, int height, int width, str family, float[] args, float p, bool per_sample,"
@@ -214,7 +225,7 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
 }
 
 TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {
-  m.impl("mix_draw", &mix_draw);
+  m.impl("mix_draw", &mix_draw_kernel);
 }
 
 }  // namespace pyrobust

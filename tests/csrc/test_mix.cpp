@@ -1,68 +1,36 @@
 // C++ tests of the mixing kernels through the dispatcher: definitions, layouts, dtypes, errors.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "check.h"
+#include "ops/mix.h"
 
 namespace {
 
-at::Tensor mix(const at::Tensor& x, const at::Tensor& partner, const at::Tensor& params,
-               const std::string& mode, bool invert, std::optional<double> fill) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::mix", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         c10::string_view, bool, std::optional<double>)>();
-  return op.call(x, partner, params, mode, invert, fill);
-}
-
-at::Tensor mask(const at::Tensor& params, const std::string& mode, bool invert, int64_t h,
-                int64_t w) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::mix_mask", "")
-                       .typed<at::Tensor(const at::Tensor&, c10::string_view, bool, int64_t,
-                                         int64_t)>();
-  return op.call(params, mode, invert, h, w);
-}
-
-at::Tensor lambda(const at::Tensor& params, const std::string& mode, bool invert, int64_t h,
-                  int64_t w) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("pyrobust::mix_lambda", "")
-                       .typed<at::Tensor(const at::Tensor&, c10::string_view, bool, int64_t,
-                                         int64_t)>();
-  return op.call(params, mode, invert, h, w);
-}
+using pyrobust::mix;
+using pyrobust::mix_lambda;
+using pyrobust::mix_mask;
 
 std::tuple<at::Tensor, at::Tensor> targets(const at::Tensor& x, const at::Tensor& labels,
-                                            const at::Tensor& partner, const at::Tensor& params,
-                                            const std::string& mode, int64_t k, double smoothing,
-                                            bool mix_labels) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("pyrobust::mix_targets", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              c10::string_view, bool, int64_t, double, bool)>();
-  return op.call(x, labels, partner, params, mode, false, k, smoothing, mix_labels);
+                                           const at::Tensor& partner, const at::Tensor& params,
+                                           const std::string& mode, int64_t k, double smoothing,
+                                           bool mix_labels) {
+  return pyrobust::mix_targets(x, labels, partner, params, mode, false, k, smoothing, mix_labels);
 }
 
+// A draw for 9 x 13 images, labels mixed except for Cutout.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> draw(int64_t n, const std::string& family,
                                                     std::vector<double> args, double p,
                                                     bool per_sample, const std::string& pairing) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("pyrobust::mix_draw", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              int64_t, int64_t, int64_t, c10::string_view, at::ArrayRef<double>, double, bool,
-              c10::string_view, bool, std::optional<at::Generator>)>();
-  return op.call(n, 9, 13, family, args, p, per_sample, pairing, family != "cutout",
-                 std::nullopt);
+  return pyrobust::mix_draw(n, 9, 13, family, args, p, per_sample, pairing, family != "cutout");
 }
 
 // Every family, per sample and per batch, every pairing: shapes, a partner for each sample,
@@ -98,7 +66,7 @@ void test_gaussian_mask_definition() {
   p[0][1] = 3.0f;  // cy
   p[0][2] = 2.0f;  // sx
   p[0][3] = 4.0f;  // sy
-  auto m = mask(params, "gaussian", false, 7, 9);
+  auto m = mix_mask(params, "gaussian", false, 7, 9);
   auto a = m.accessor<float, 3>();
   for (int y = 0; y < 7; ++y) {
     for (int x = 0; x < 9; ++x) {
@@ -107,7 +75,7 @@ void test_gaussian_mask_definition() {
       EXPECT(std::abs(a[0][y][x] - g) < 1e-6);
     }
   }
-  EXPECT(std::abs(lambda(params, "gaussian", false, 7, 9).item<float>() -
+  EXPECT(std::abs(mix_lambda(params, "gaussian", false, 7, 9).item<float>() -
                  m.mean().item<float>()) < 1e-6);
 }
 
@@ -121,7 +89,7 @@ void test_long_gaussian_rows() {
     p[i][0] = cx[i], p[i][1] = 0.5f, p[i][2] = sx[i], p[i][3] = 1.f;
   }
   const int64_t w = 3000;
-  auto m = mask(params, "gaussian", false, 1, w);
+  auto m = mix_mask(params, "gaussian", false, 1, w);
   auto a = m.accessor<float, 3>();
   double worst = 0;
   for (int i = 0; i < 3; ++i) {
@@ -166,7 +134,7 @@ void test_hard_box_all_layouts_and_dtypes() {
   p[0][0] = 4.f, p[0][1] = 4.f, p[0][2] = 2.f, p[0][3] = 1.f;  // box x in [2, 6), y in [3, 5)
   p[1][0] = 1.f, p[1][1] = 1.f, p[1][2] = 1.f, p[1][3] = 1.f;
   auto partner = at::tensor({1, 0}, at::kLong);
-  auto box = 1 - mask(params, "trapezoid", true, 8, 8);  // 1 inside the box
+  auto box = 1 - mix_mask(params, "trapezoid", true, 8, 8);  // 1 inside the box
   for (auto dtype : {at::kByte, at::kHalf, at::kBFloat16, at::kFloat, at::kDouble}) {
     for (bool channels_last : {false, true}) {
       auto x = (at::rand({2, 3, 8, 8}) * 200).to(dtype);
@@ -213,6 +181,25 @@ void test_uint8_rounds_and_saturates() {
   }
 }
 
+// mix_batch is mix_draw, mix_targets and mix in turn: the same results, bit for bit, from the
+// same generator state.
+void test_batch_is_the_three_ops() {
+  const std::vector<double> args = {0.25, 0.5, 1.0};
+  auto x = (at::rand({6, 3, 9, 13}) * 255).to(at::kByte);
+  auto labels = at::tensor({0, 1, 2, 3, 4, 0}, at::kLong);
+  auto gen = at::detail::createCPUGenerator(11);
+  auto [partner, params, active] =
+      pyrobust::mix_draw(6, 9, 13, "circle", args, 0.8, true, "permute", true, gen);
+  auto [soft, lam] = targets(x, labels, partner, params, "gaussian", 5, 0.1, true);
+  auto mixed = mix(x, partner, params, "gaussian", false, std::nullopt);
+  auto batch = pyrobust::mix_batch(x, labels, "circle", args, 0.8, true, "permute",
+                                   at::detail::createCPUGenerator(11), "gaussian", false,
+                                   std::nullopt, 5, 0.1, true);
+  EXPECT(at::equal(std::get<0>(batch), mixed) && at::equal(std::get<1>(batch), soft) &&
+         at::equal(std::get<2>(batch), lam) && at::equal(std::get<3>(batch), partner) &&
+         at::equal(std::get<4>(batch), params));
+}
+
 void test_errors_are_reported() {
   auto x = at::rand({2, 3, 4, 4});
   auto params = at::zeros({2, 6}, at::kFloat);
@@ -236,6 +223,7 @@ int main() {
   test_targets_definition();
   test_hard_box_all_layouts_and_dtypes();
   test_uint8_rounds_and_saturates();
+  test_batch_is_the_three_ops();
   test_errors_are_reported();
   std::printf("test_mix: %d failure(s)\n", pyrobust_test::failures());
   return pyrobust_test::failures() == 0 ? 0 : 1;

@@ -1,11 +1,10 @@
 // CPU kernels of the pyrobust::mix family.
 //
 // Per sample the two 1-D profiles are computed once (O(H + W)); the pass over the images then
-// reads each of the two inputs once and writes the output once, rows in parallel. For
-// channels-last images a row is (W * C) contiguous values, so the x-profile is expanded per
-// channel and the inner loop stays one contiguous, branch-free, vectorisable loop.
-// The blend is written g * a + (1 - g) * b so that g = 1 and g = 0 copy a pixel exactly (an
-// unmixed sample, the outside of a hard CutMix box) whatever the dtype.
+// reads each of the two inputs once and writes the output once, rows in parallel, each row
+// blended by one of the paths of blend_rows.h. For channels-last images a row is (W * C)
+// contiguous values, so the x-profile is expanded per channel and the inner loop stays one
+// contiguous, branch-free, vectorisable loop.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -17,33 +16,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-#include "ops/cpu/simd.h"
+#include "ops/cpu/blend_rows.h"
 #include "ops/mix.h"
 
 namespace pyrobust {
 namespace {
-
-template <typename T, typename A>
-inline T store(A v) {
-  return static_cast<T>(v);
-}
-template <>
-inline uint8_t store<uint8_t, float>(float v) {
-  // Saturate to [0, 255], then round to nearest (ties up), as the CUDA kernel does. A blend of
-  // two bytes with G in [0, 1] is in range already; a user's lam outside [0, 1] (constant mode)
-  // is not. min / max and the float -> int32 -> byte conversion keep the loop vectorised.
-  return static_cast<uint8_t>(static_cast<int32_t>(std::min(std::max(v, 0.0f), 255.0f) + 0.5f));
-}
 
 // One sample's profile along one axis: out[k] = mask_profile(mode, p, axis, k), k < length.
 // The gaussian walks out from its peak on the ratio of neighbours, g(u + 1) / g(u) =
@@ -75,9 +57,8 @@ void profile_row(MaskMode mode, const float* p, int axis, int64_t length, float*
 }
 
 // Samples per parallel task for per-sample work of `values` values each (a profile value, a
-// target): tasks of ~32k values, so a small batch runs inline. Waking the second thread costs
-// ~10-30 us here, more than the whole job for tiny images (a 64-sample call on 2x2 images took
-// 108 us on 2 threads against 52 us on one with a fixed 8 or 16 samples a task).
+// target): tasks of ~32k values, so a small batch runs inline, waking no second thread, which
+// costs more than the whole job for tiny images (docs/kernels.md, "Threads").
 int64_t samples_per_task(int64_t values) {
   constexpr int64_t kTaskValues = 32768;
   return std::max<int64_t>(1, kTaskValues / std::max<int64_t>(1, values));
@@ -100,157 +81,6 @@ void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float*
   });
 }
 
-// One row of the blend: o = g a + (1 - g) b with g = base + gy * gx[k] (b = the fill value when
-// b is null). Templates for every dtype; float32 and uint8, the loader's dtypes, also have
-// overloads cloned for AVX2 (ops/cpu/simd.h): at the baseline ISA the uint8 <-> float
-// conversions of the uint8 loop do not vectorise.
-template <typename T, typename A = typename Compute<T>::type>
-__attribute__((always_inline)) inline void blend_row(const T* __restrict a, const T* __restrict b,
-                                                     A fill, const float* __restrict gx, A base,
-                                                     A gy, T* __restrict o, int64_t n) {
-  if (b == nullptr) {
-    for (int64_t k = 0; k < n; ++k) {
-      const A g = base + gy * static_cast<A>(gx[k]);
-      o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * fill);
-    }
-    return;
-  }
-  for (int64_t k = 0; k < n; ++k) {
-    const A g = base + gy * static_cast<A>(gx[k]);
-    o[k] = store<T, A>(g * static_cast<A>(a[k]) + (A(1) - g) * static_cast<A>(b[k]));
-  }
-}
-
-PYROBUST_CLONES void blend_row(const float* __restrict a, const float* __restrict b, float fill,
-                               const float* __restrict gx, float base, float gy,
-                               float* __restrict o, int64_t n) {
-  blend_row<float, float>(a, b, fill, gx, base, gy, o, n);
-}
-
-PYROBUST_CLONES void blend_row(const uint8_t* __restrict a, const uint8_t* __restrict b,
-                               float fill, const float* __restrict gx, float base, float gy,
-                               uint8_t* __restrict o, int64_t n) {
-  blend_row<uint8_t, float>(a, b, fill, gx, base, gy, o, n);
-}
-
-// float32 rows with non-temporal stores, for outputs far larger than the caches: writing around
-// them saves the read-for-ownership of every output line, a quarter of a blend's memory traffic.
-// SSE2 is the x86-64 baseline, so this needs no clone; 4-wide arithmetic is enough for a pass
-// that memory bounds. The unaligned head and the tail go through blend_row; same arithmetic.
-constexpr int64_t kStreamBytes = 8 << 20;
-
-#if defined(__x86_64__)
-void blend_row_stream(const float* a, const float* b, float fill, const float* gx, float base,
-                      float gy, float* o, int64_t n) {
-  int64_t k = 0;
-  while (k < n && (reinterpret_cast<uintptr_t>(o + k) & 15) != 0) ++k;
-  blend_row<float, float>(a, b, fill, gx, base, gy, o, k);
-  const __m128 vbase = _mm_set1_ps(base), vgy = _mm_set1_ps(gy), vone = _mm_set1_ps(1.f);
-  const __m128 vfill = _mm_set1_ps(fill);
-  for (; k + 4 <= n; k += 4) {
-    const __m128 g = _mm_add_ps(vbase, _mm_mul_ps(vgy, _mm_loadu_ps(gx + k)));
-    const __m128 vb = b != nullptr ? _mm_loadu_ps(b + k) : vfill;
-    const __m128 r = _mm_add_ps(_mm_mul_ps(g, _mm_loadu_ps(a + k)),
-                                _mm_mul_ps(_mm_sub_ps(vone, g), vb));
-    _mm_stream_ps(o + k, r);
-  }
-  blend_row<float, float>(a + k, b != nullptr ? b + k : nullptr, fill, gx + k, base, gy, o + k,
-                          n - k);
-}
-inline void stream_fence() { _mm_sfence(); }
-#endif
-
-// uint8 rows with AVX2 and FMA intrinsics. GCC's own vectorisation of the uint8 blend_row spent
-// most of its time widening and narrowing (bytes to words to dwords and back) and ran at 2.5 G
-// values/s a thread in cache, so a uint8 batch was compute-bound at a fifth of its memory
-// ceiling. Here 8 values widen with one vpmovzxbd and one conversion, 32 results narrow with two
-// packs and a permute, and the blend is one FMA:
-//     out = trunc(clamp(g (a - b) + (b + 1/2), 1/2, 255 + 1/2)),   g = base + gy gx[k]
-// a - b and b + 1/2 are exact in float for bytes, so the value is rounded once (blend_row rounds
-// g a, (1 - g) b and their sum): it is the round-half-up of the blend but where that single
-// rounding carries a value within one float ulp below a .5 boundary across it, one level. g = 1
-// and g = 0 still give a and b exactly. With `Stream`, outputs far larger than the caches are
-// written around them (as blend_row_stream).
-// (Plain target attributes, no ifunc: unlike PYROBUST_CLONES this also builds under ASan.)
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PYROBUST_U8_AVX2 1
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 widen(const uint8_t* p) {
-  return _mm256_cvtepi32_ps(
-      _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
-// The same arithmetic one value at a time, for a row's unaligned head and its tail.
-__attribute__((target("avx2,fma"))) void blend_u8_fma(const uint8_t* a, const uint8_t* b,
-                                                      float fill, const float* gx, float base,
-                                                      float gy, uint8_t* o, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) {
-    const float g = __builtin_fmaf(gy, gx[k], base);
-    const float bv = b != nullptr ? static_cast<float>(b[k]) : fill;
-    const float r = __builtin_fmaf(g, static_cast<float>(a[k]) - bv, bv + 0.5f);
-    o[k] = static_cast<uint8_t>(static_cast<int32_t>(std::min(std::max(r, 0.5f), 255.5f)));
-  }
-}
-
-template <bool Stream>
-__attribute__((target("avx2,fma"))) void blend_row_u8_avx2(const uint8_t* a, const uint8_t* b,
-                                                          float fill, const float* gx,
-                                                          float base, float gy, uint8_t* o,
-                                                          int64_t n) {
-  int64_t k = 0;
-  if (Stream) {
-    while (k < n && (reinterpret_cast<uintptr_t>(o + k) & 31) != 0) ++k;
-    blend_u8_fma(a, b, fill, gx, base, gy, o, k);
-  }
-  const __m256 vbase = _mm256_set1_ps(base), vgy = _mm256_set1_ps(gy);
-  const __m256 vhalf = _mm256_set1_ps(0.5f), vfill = _mm256_set1_ps(fill);
-  const __m256 vhigh = _mm256_set1_ps(255.5f);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  for (; k + 32 <= n; k += 32) {
-    __m256i q[4];
-    for (int u = 0; u < 4; ++u) {
-      const __m256 g = _mm256_fmadd_ps(vgy, _mm256_loadu_ps(gx + k + 8 * u), vbase);
-      const __m256 vb = b != nullptr ? widen(b + k + 8 * u) : vfill;
-      const __m256 r = _mm256_fmadd_ps(g, _mm256_sub_ps(widen(a + k + 8 * u), vb),
-                                       _mm256_add_ps(vb, vhalf));
-      // Saturated as the tail and the other backends do (a float beyond int32's range would
-      // convert to INT_MIN, and pack to 0), then truncated: r >= 0.5 rounds the blend half up.
-      q[u] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, vhalf), vhigh));
-    }
-    // packus works within 128-bit lanes: the bytes come out as dwords 0 4 1 5 2 6 3 7.
-    const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                              _mm256_packus_epi32(q[2], q[3]));
-    const __m256i ordered = _mm256_permutevar8x32_epi32(bytes, order);
-    if (Stream) {
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(o + k), ordered);
-    } else {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k), ordered);
-    }
-  }
-  blend_u8_fma(a + k, b != nullptr ? b + k : nullptr, fill, gx + k, base, gy, o + k, n - k);
-}
-
-// ATEN_CPU_CAPABILITY=default, PyTorch's switch for its own kernels, also keeps these rows on
-// the portable loop (how the tests reach it on an AVX2 machine). The PYROBUST_CLONES loops pick
-// by the CPU alone.
-bool cpu_has_avx2() {
-  static const bool has = [] {
-    const char* capability = std::getenv("ATEN_CPU_CAPABILITY");
-    if (capability != nullptr && std::string(capability) == "default") return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-#endif
-
-#if !defined(__x86_64__)
-// No streaming stores elsewhere: the cached path.
-void blend_row_stream(const float* a, const float* b, float fill, const float* gx, float base,
-                      float gy, float* o, int64_t n) {
-  blend_row(a, b, fill, gx, base, gy, o, n);
-}
-inline void stream_fence() {}
-#endif
-
 template <typename T>
 void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, const float* gx,
               const Layout& lay, bool invert, bool use_fill, double fill_value,
@@ -264,11 +94,7 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
   const A fill = static_cast<A>(fill_value);
   // Grain: about 32 KiB of output per task keeps threads busy without tiny tasks.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, inner * sizeof(T)));
-#if defined(PYROBUST_U8_AVX2)
-  const bool avx2 = std::is_same<T, uint8_t>::value && cpu_has_avx2();
-#else
-  const bool avx2 = false;
-#endif
+  const bool avx2 = std::is_same<T, uint8_t>::value && u8_avx2_rows();
   const bool stream = (std::is_same<T, float>::value || avx2) &&
                       lay.n * sample * int64_t(sizeof(T)) >= kStreamBytes;
   at::parallel_for(0, lay.n * rows, grain, [&](int64_t begin, int64_t end) {
@@ -291,18 +117,16 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
           continue;
         }
       }
-#if defined(PYROBUST_U8_AVX2)
       if constexpr (std::is_same<T, uint8_t>::value) {
         if (avx2) {
           if (stream) {
-            blend_row_u8_avx2<true>(a, b, fill, gx + i * inner, base, gyv, o, inner);
+            blend_row_u8_avx2_stream(a, b, fill, gx + i * inner, base, gyv, o, inner);
           } else {
-            blend_row_u8_avx2<false>(a, b, fill, gx + i * inner, base, gyv, o, inner);
+            blend_row_u8_avx2(a, b, fill, gx + i * inner, base, gyv, o, inner);
           }
           continue;
         }
       }
-#endif
       blend_row(a, b, fill, gx + i * inner, base, gyv, o, inner);
     }
     if (stream) stream_fence();  // order this task's streaming stores before the op returns

@@ -35,10 +35,10 @@ inline T sigmoid(T z) {
 }
 
 // exp(a) for a <= 0: a branch-free Cody-Waite reduction with a degree-6 polynomial (relative
-// error about 2e-7: 2.3e-7 measured through the normalised probabilities) that GCC vectorises in
-// the AVX2 clone (ops/cpu/simd.h); std::exp does not, and the exponentials are most of a fused
-// pass. Inputs below -87 give exp(-87) (about 1.6e-38)
-// instead of 0, which no sum of probabilities can see.
+// error about 2e-7, seen through the normalised probabilities too) that GCC vectorises in the
+// AVX2 clone (ops/cpu/simd.h); std::exp does not, and the exponentials are most of a fused pass
+// (docs/probe-solver.md). Inputs below -87 give exp(-87) (about 1.6e-38) instead of 0, which no
+// sum of probabilities can see.
 __attribute__((always_inline)) inline float exp_poly(float a) {
   a = std::max(a, -87.0f);
   const float t = a * 1.44269504088896341f;

@@ -1,0 +1,543 @@
+// pyrobust::probe_solve: the probe solver loop, L2-regularised logistic regression
+// (scikit-learn's objective) for m values of C at once, on any device. Device-generic
+// (CompositeExplicitAutograd): the products go through ATen (MKL / cuBLAS) and the fused kernels
+// (probe_loss_grad, probe_line_stats) through the dispatcher. The design and the measurements
+// behind it are in docs/probe-solver.md.
+//
+// Model on internal features u = (x - center) / scale (center makes the intercept decouple from
+// the coefficients in the Hessian bound below; it is a reparametrisation, the intercept being
+// unpenalised):  logits = u W + b,  objective = sum_n w_n loss_n / sum w + lambda / 2 |W|^2.
+// X is never modified or copied whole: it is read in chunks of `chunk_rows` rows, each converted
+// to the compute dtype / device on the fly (a memory map or a host tensor with a CUDA solve), or,
+// with products="split", kept in its float16 / bfloat16 storage (see SplitOperand below).
+//
+// Method: L-BFGS whose initial inverse Hessian is (a * S + lambda I)^-1, S = eigvecs
+// diag(eigvals) eigvecs^T the covariance of u and a the current mean curvature of the loss (a
+// Boehning-type bound made tighter with the probabilities at hand), scaled each step by the usual
+// s'y / y'Hy. Each iteration costs one pass X @ [direction] and one X^T @ G; the line search is
+// a 1-D Newton on the cached logits of the direction, costing no product with X.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <optional>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "ops/probe.h"
+
+namespace pyrobust {
+namespace {
+
+struct Pair {  // a (coefficients, intercept) pair: (D, m, K) and (m, K)
+  at::Tensor W, b;
+};
+
+struct History {  // one L-BFGS pair
+  Pair s, y;
+  at::Tensor rho;  // (m,) compute dtype, 1 / s'y; 0 disables the pair for that C
+};
+
+// (m,) per-C inner products of two pairs.
+at::Tensor dot(const Pair& a, const Pair& b) {
+  return (a.W * b.W).sum(at::IntArrayRef{0, 2}) + (a.b * b.b).sum(1);
+}
+
+// 1 / s'y where s'y > 0, else 0 (the pair is skipped for that C).
+at::Tensor inverse_curvature(const at::Tensor& sy) {
+  return at::where(sy > 0, sy.reciprocal(), at::zeros_like(sy));
+}
+
+// products="split": the float32 operand B of a product with half-precision X is written as
+//   B = (B_0 + B_1 2^-b + B_2 2^-2b) / s,
+// parts in X's dtype (b its significand bits: 11 for float16, 8 for bfloat16; two float16 parts,
+// three bfloat16 parts), s a power of two putting max |B| s in [2^14, 2^15) (float16 reaches
+// 65504). Each part takes the rounding error of the previous one, so the parts carry about 23
+// (float16) or 24 (bfloat16) significand bits, and X @ B is their products with X summed in
+// float32: a float32 product to round-off, run as 2-3 tensor-core GEMMs with float32
+// accumulation and output (at::mm with out_dtype) instead of one float32 GEMM over X converted
+// (docs/probe-solver.md). On a CPU the part products run emulated (converted back to float32),
+// so the split is tested where no GPU is.
+struct SplitOperand {
+  std::vector<at::Tensor> parts;  // empty: B == 0
+  double inv_scale = 1.0;         // 1 / s
+  int bits = 0;
+};
+
+// `bound`: a known upper bound on max |B|, saving a pass over B and a host sync (< 0: measure
+// it). A loose bound costs precision only to entries below 2^-28 of it, where float16 parts
+// become subnormal.
+SplitOperand split_operand(const at::Tensor& B, at::ScalarType low, double bound = -1) {
+  SplitOperand out;
+  out.bits = low == at::kHalf ? 11 : 8;
+  const int n_parts = low == at::kHalf ? 2 : 3;
+  const double amax =
+      bound >= 0 ? bound : at::linalg_vector_norm(B, INFINITY).item<double>();  // no |B| copy
+  if (amax == 0) return out;
+  // NaN / inf: scale 1, and the product carries them like a float32 one would.
+  const int e = std::isfinite(amax) ? std::clamp(14 - std::ilogb(amax), -120, 120) : 0;
+  out.inv_scale = std::ldexp(1.0, -e);
+  auto r = B.mul(std::ldexp(1.0, e));  // exact: a power of two
+  for (int p = 0; p < n_parts; ++p) {
+    out.parts.push_back(r.to(low));
+    if (p + 1 < n_parts) r.sub_(out.parts.back()).mul_(std::ldexp(1.0, out.bits));
+  }
+  return out;
+}
+
+// A @ part with float32 accumulation and output.
+at::Tensor mm_float_out(const at::Tensor& A, const at::Tensor& part) {
+  if (A.is_cuda()) return at::mm(A, part, at::kFloat);
+  return at::mm(A.to(at::kFloat), part.to(at::kFloat));  // emulated (CPU tests)
+}
+
+// sum_p 2^(-p b) A @ B_p = s A @ B (float32); the caller multiplies by inv_scale.
+at::Tensor split_mm(const at::Tensor& A, const SplitOperand& B) {
+  auto acc = mm_float_out(A, B.parts[0]);
+  for (size_t p = 1; p < B.parts.size(); ++p)
+    acc.add_(mm_float_out(A, B.parts[p]), std::ldexp(1.0, -B.bits * static_cast<int>(p)));
+  return acc;
+}
+
+// Accept a step once |phi'(t)| <= 0.9 |phi'(0)|: the strong Wolfe curvature condition usual for
+// L-BFGS, whose step is accepted at t = 1 most of the time; a near-exact search costs more
+// iterations (docs/probe-solver.md, "The loose line search").
+constexpr double kCurvatureC2 = 0.9;
+constexpr int kLineSearchSteps = 20;
+// The logits are updated incrementally (Z += t Zd) and recomputed from X this often, bounding
+// their drift.
+constexpr int64_t kRefreshLogits = 100;
+
+// The data and options of one solve, checked, and moved once to the compute device and dtype
+// (the dtype and device of coef). Its methods are the passes over X and the preconditioner.
+struct Problem {
+  const at::Tensor& X;  // (N, D), any float dtype and device, read in chunks
+  int64_t n, d, m, k, chunk;
+  at::ScalarType dt;
+  at::Device dev;
+  at::TensorOptions opts;
+  bool split;                // products="split"
+  std::vector<double> lam;   // (m,) the L2 strengths, on the host
+  at::Tensor lam_t;          // (1, m, 1) the same, compute dtype
+  at::Tensor y, w;           // (N,) int64 targets, (N,) weights
+  double wsum;               // sum of the weights
+  double wmax;               // max |w| (split only): a bound on |G| = |w| |p - onehot|
+  at::Tensor inv_scale, ctr;  // (D, 1), (1, D)
+  at::Tensor Q, s;            // eigvecs (D, D), eigvals clamped at 0 (D, 1, 1)
+
+  Problem(const at::Tensor& X, const at::Tensor& target, const at::Tensor& weight,
+          const at::Tensor& lambdas, const at::Tensor& coef, const at::Tensor& intercept,
+          const at::Tensor& center, const at::Tensor& scale, const at::Tensor& eigvecs,
+          const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
+          int64_t chunk_rows, std::string_view products);
+
+  at::Tensor on_device(const at::Tensor& t) const { return t.to(dev, dt).contiguous(); }
+  at::Tensor x_chunk(int64_t r0, int64_t len) const {
+    return split ? X.narrow(0, r0, len).to(dev) : X.narrow(0, r0, len).to(dev, dt);
+  }
+  // logits (N, m*K) of the internal model (W, b), folded onto raw features.
+  at::Tensor forward(const Pair& p) const;
+  // Unnormalised data gradient (u^T G, 1^T G) from per-sample logit gradients G (N, m*K).
+  Pair backward(const at::Tensor& G) const;
+  // The objective's gradient at p from G: the data term over sum w, plus the penalty's.
+  Pair full_grad(const at::Tensor& G, const Pair& p) const;
+  // (a S + lambda)^-1 in the eigenbasis of S for the coefficients, 1 / a for the intercept.
+  Pair precondition(const Pair& g, const at::Tensor& a) const;
+  // The mean curvature a of the preconditioner, from the fused pass's statistics.
+  at::Tensor curvature(const at::Tensor& stats) const {
+    return (stats.select(1, 1) / wsum).clamp_min(1e-12).to(dev, dt);
+  }
+  // Newton-decrement estimate g' M g / 2 (M the preconditioner, about the inverse Hessian): the
+  // objective gap. The max-abs gradient alone is not enough on a path: at weak regularisation
+  // the warm start's gradient (lambda_new - lambda_old) W is tiny while the optimum is far along
+  // directions the data barely curves; g' M g sees that distance.
+  at::Tensor gap(const Pair& g, const at::Tensor& a) const {
+    return (0.5 * dot(g, precondition(g, a))).to(at::kCPU, at::kDouble);
+  }
+};
+
+Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tensor& weight,
+                 const at::Tensor& lambdas, const at::Tensor& coef, const at::Tensor& intercept,
+                 const at::Tensor& center, const at::Tensor& scale, const at::Tensor& eigvecs,
+                 const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
+                 int64_t chunk_rows, std::string_view products)
+    : X(X_), dt(coef.scalar_type()), dev(coef.device()) {
+  TORCH_CHECK(X.dim() == 2, "X should be a 2-D (N, D) tensor, got ", X.dim(), "-D");
+  TORCH_CHECK(at::isFloatingType(X.scalar_type()), "X should be a floating tensor, got ",
+              X.scalar_type());
+  TORCH_CHECK(coef.dim() == 3, "coef should be a 3-D (m, D, K) tensor, got ", coef.dim(), "-D");
+  n = X.size(0), d = X.size(1), m = coef.size(0), k = coef.size(2);
+  TORCH_CHECK(n > 0, "X should have at least one row");
+  TORCH_CHECK(coef.size(1) == d, "coef should have D = ", d, " rows per C, got ", coef.size(1));
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "coef should be float32 or float64, got ", dt);
+  TORCH_CHECK(intercept.sizes() == at::IntArrayRef({m, k}), "intercept should have shape (", m,
+              ", ", k, "), got ", intercept.sizes());
+  TORCH_CHECK(lambdas.dim() == 1 && lambdas.size(0) == m, "lambdas should have length ", m,
+              ", got shape ", lambdas.sizes());
+  TORCH_CHECK(center.numel() == d && scale.numel() == d && eigvals.numel() == d,
+              "center, scale and eigvals should have D = ", d, " entries, got ", center.numel(),
+              ", ", scale.numel(), ", ", eigvals.numel());
+  TORCH_CHECK(eigvecs.sizes() == at::IntArrayRef({d, d}), "eigvecs should be (", d, ", ", d,
+              "), got ", eigvecs.sizes());
+  TORCH_CHECK(tol >= 0, "tol should be >= 0, got ", tol);
+  TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
+  TORCH_CHECK(history >= 1, "history should be >= 1, got ", history);
+  TORCH_CHECK(products == "convert" || products == "split",
+              "products should be 'convert' or 'split', got '", products, "'");
+  split = products == "split";
+  TORCH_CHECK(!split || ((X.scalar_type() == at::kHalf || X.scalar_type() == at::kBFloat16) &&
+                         dt == at::kFloat),
+              "products='split' needs float16 or bfloat16 X and float32 coef, got ",
+              X.scalar_type(), " and ", dt);
+
+  opts = coef.options();
+  const auto lam_cpu = lambdas.to(at::kCPU, at::kDouble).contiguous();
+  lam.assign(lam_cpu.data_ptr<double>(), lam_cpu.data_ptr<double>() + m);
+  for (int64_t c = 0; c < m; ++c)
+    TORCH_CHECK(lam[c] >= 0 && std::isfinite(lam[c]), "lambdas should be finite and >= 0, got ",
+                lam[c]);
+  lam_t = on_device(lambdas).view({1, m, 1});
+  TORCH_CHECK_TYPE(at::isIntegralType(target.scalar_type(), /*includeBool=*/false),
+                   "target should be an integer tensor of class indices, got ",
+                   target.scalar_type());
+  TORCH_CHECK_VALUE(k >= 1, "coef should have K >= 1 classes, got shape ", coef.sizes());
+  y = target.to(dev, at::kLong).contiguous();
+  w = on_device(weight);
+  TORCH_CHECK(y.numel() == n && w.numel() == n, "target and weight should have N = ", n,
+              " entries, got ", y.numel(), " and ", w.numel());
+  // Once here, so the fused kernels skip the check (and its device sync) on every iteration.
+  check_probe_targets(target, k);
+  wsum = w.sum(at::kDouble).item<double>();
+  wmax = split ? w.abs().max().item<double>() : 0.0;
+  TORCH_CHECK(wsum > 0, "weights should have a positive sum, got ", wsum);
+  inv_scale = on_device(scale).reciprocal().view({d, 1});
+  ctr = on_device(center).view({1, d});
+  Q = on_device(eigvecs);
+  s = on_device(eigvals).clamp_min(0).view({d, 1, 1});
+  chunk = chunk_rows > 0 ? std::min(chunk_rows, n) : n;
+}
+
+at::Tensor Problem::forward(const Pair& p) const {
+  const auto Wr = p.W.reshape({d, m * k}) * inv_scale;
+  const auto br = p.b.reshape({m * k}) - at::matmul(ctr, Wr).view({m * k});
+  auto Z = at::empty({n, m * k}, opts);
+  const auto Ws = split ? split_operand(Wr, X.scalar_type()) : SplitOperand{};
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t len = std::min(chunk, n - r0);
+    auto out = Z.narrow(0, r0, len);
+    if (!split)
+      at::addmm_out(out, br, x_chunk(r0, len), Wr);
+    else if (Ws.parts.empty())
+      out.copy_(br.expand({len, m * k}));
+    else
+      at::add_out(out, br, split_mm(x_chunk(r0, len), Ws), Ws.inv_scale);
+  }
+  return Z;
+}
+
+Pair Problem::backward(const at::Tensor& G) const {
+  auto acc = at::zeros({d, m * k}, opts);
+  for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+    const int64_t len = std::min(chunk, n - r0);
+    const auto xt = x_chunk(r0, len).t();
+    const auto Gc = G.narrow(0, r0, len);
+    if (!split) {
+      acc.addmm_(xt, Gc);
+      continue;
+    }
+    const auto Gs = split_operand(Gc, X.scalar_type(), wmax);
+    if (!Gs.parts.empty()) acc.add_(split_mm(xt, Gs), Gs.inv_scale);
+  }
+  const auto gs = G.sum(0);
+  acc.sub_(ctr.t() * gs.view({1, m * k})).mul_(inv_scale);
+  return Pair{acc.view({d, m, k}), gs.view({m, k})};
+}
+
+Pair Problem::full_grad(const at::Tensor& G, const Pair& p) const {
+  auto g = backward(G);
+  g.W.div_(wsum).add_(lam_t * p.W);
+  g.b.div_(wsum);
+  return g;
+}
+
+Pair Problem::precondition(const Pair& g, const at::Tensor& a) const {
+  auto r = at::matmul(Q.t(), g.W.reshape({d, m * k})).view({d, m, k});
+  r = r / (a.view({1, m, 1}) * s + lam_t);
+  return Pair{at::matmul(Q, r.reshape({d, m * k})).view({d, m, k}), g.b / a.view({m, 1})};
+}
+
+using SolveResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                               at::Tensor, at::Tensor, at::Tensor>;
+
+// Preconditioned L-BFGS over a Problem, all m values of C in step: each C stops on its own
+// (then its direction is masked to zero) and the loop ends when none is active.
+class Solver {
+ public:
+  Solver(const Problem& pb, const at::Tensor& coef, const at::Tensor& intercept, int64_t history)
+      : pb_(pb), history_(history), iters_(pb.m, 0), stalled_(pb.m, 0) {
+    x_ = Pair{coef.to(pb.dev, pb.dt).permute({1, 0, 2}).contiguous(),
+              pb.on_device(intercept).clone()};
+    Z_ = pb.forward(x_);
+    std::tie(G_, stats_) = loss_grad();
+    g_ = pb.full_grad(G_.view({pb.n, pb.m * pb.k}), x_);
+  }
+
+  // Starts from the pairs of the previous C of a path, packed (h, D + 1, K) (the intercept is
+  // row D), their y taken at history_lambda. The penalty's curvature is lambda I, so moving a
+  // pair to this C's lambda is exact: y += (lambda - history_lambda) s. The first step is then a
+  // quasi-Newton predictor along the path instead of a preconditioned gradient step.
+  void carry_history(const std::optional<at::Tensor>& history_s,
+                     const std::optional<at::Tensor>& history_y, double history_lambda);
+  SolveResult run(double tol, int64_t max_iter);
+
+ private:
+  std::tuple<at::Tensor, at::Tensor> loss_grad() const {
+    return probe_loss_grad(Z_.view({pb_.n, pb_.m, pb_.k}), pb_.y, pb_.w, /*check_target=*/false);
+  }
+  // The max-abs gradient per C, on the host.
+  at::Tensor grad_norm() const {
+    return at::maximum(g_.W.abs().amax({0, 2}), g_.b.abs().amax(1)).to(at::kCPU, at::kDouble);
+  }
+  // Flags of the C not yet converged (max-abs gradient or gap above tol) nor stalled.
+  std::vector<char> active_set(double tol) const;
+  // gn_, a_ and gap_ at the current iterate.
+  void measure() {
+    gn_ = grad_norm();
+    a_ = pb_.curvature(stats_);
+    gap_ = pb_.gap(g_, a_);
+  }
+  // -H g by the two-loop recursion, the preconditioner (scaled by s'y / y'My) as the initial
+  // inverse Hessian.
+  Pair two_loop() const;
+  // The step's direction, masked to the active C, and g'dir on the host. A direction that lost
+  // descent for an active C (round-off in the history) restarts from the preconditioned
+  // gradient, with the history cleared.
+  std::pair<Pair, at::Tensor> direction(const std::vector<char>& active);
+  // Step lengths (m,) float64 on the host: a safeguarded Newton on phi(t) = f(x + t dir), convex
+  // in t, stopped at the curvature condition kCurvatureC2, on the cached logits Zd of dir.
+  // Marks as stalled an active C without a descent direction (its gradient at round-off level).
+  at::Tensor line_search(const Pair& dir, const at::Tensor& Zd, const at::Tensor& gd,
+                         const std::vector<char>& active);
+  // x += t dir; logits, gradient and the new pair.
+  void take_step(const Pair& dir, const at::Tensor& Zd, const at::Tensor& step, int64_t it);
+  // The op's outputs: (coef, intercept, n_iter, grad_norm, gap, loss, history_s, history_y).
+  SolveResult result() const;
+
+  const Problem& pb_;
+  int64_t history_;
+  Pair x_, g_;                   // the iterate and its gradient
+  at::Tensor Z_, G_, stats_;     // its logits (N, m*K), logit gradients, loss statistics
+  at::Tensor gn_, a_, gap_;      // max-abs gradient (host), curvature, objective gap (host)
+  std::deque<History> hist_;     // L-BFGS pairs, oldest first
+  std::vector<int64_t> iters_;   // iterations per C
+  std::vector<char> stalled_;    // C without a descent direction left
+};
+
+void Solver::carry_history(const std::optional<at::Tensor>& history_s,
+                           const std::optional<at::Tensor>& history_y, double history_lambda) {
+  if (!history_s.has_value() || !history_s->defined() || history_s->size(0) == 0) return;
+  const int64_t d = pb_.d, m = pb_.m, k = pb_.k;
+  TORCH_CHECK(history_y.has_value() && history_y->sizes() == history_s->sizes(),
+              "history_y should have the shape of history_s");
+  TORCH_CHECK(history_s->dim() == 3 && history_s->size(1) == d + 1 && history_s->size(2) == k,
+              "history_s should be (h, D + 1, K) = (h, ", d + 1, ", ", k, "), got ",
+              history_s->sizes());
+  const auto hs = pb_.on_device(*history_s), hy = pb_.on_device(*history_y);
+  const auto shift = pb_.lam_t - history_lambda;  // (1, m, 1)
+  for (int64_t i = std::max<int64_t>(0, hs.size(0) - history_); i < hs.size(0); ++i) {
+    auto sW = hs[i].narrow(0, 0, d).unsqueeze(1).expand({d, m, k}).contiguous();
+    auto sb = hs[i][d].unsqueeze(0).expand({m, k}).contiguous();
+    auto yW = hy[i].narrow(0, 0, d).unsqueeze(1) + shift * sW;
+    auto yb = hy[i][d].unsqueeze(0).expand({m, k}).contiguous();
+    Pair sp{sW, sb}, yp{yW, yb};
+    hist_.push_back(History{sp, yp, inverse_curvature(dot(sp, yp))});
+  }
+}
+
+std::vector<char> Solver::active_set(double tol) const {
+  const double* gn = gn_.data_ptr<double>();
+  const double* gap = gap_.data_ptr<double>();
+  std::vector<char> active(pb_.m, 0);
+  for (int64_t c = 0; c < pb_.m; ++c) active[c] = !stalled_[c] && (gn[c] > tol || gap[c] > tol);
+  return active;
+}
+
+Pair Solver::two_loop() const {
+  const int64_t m = pb_.m;
+  Pair q{-g_.W, -g_.b};
+  std::vector<at::Tensor> alphas;
+  for (auto h = hist_.rbegin(); h != hist_.rend(); ++h) {
+    auto al = h->rho * dot(h->s, q);
+    q.W = q.W - al.view({1, m, 1}) * h->y.W;
+    q.b = q.b - al.view({m, 1}) * h->y.b;
+    alphas.push_back(al);
+  }
+  Pair r = pb_.precondition(q, a_);
+  if (!hist_.empty()) {
+    const auto& h = hist_.back();
+    const auto py = pb_.precondition(h.y, a_);
+    auto gam = at::where(h.rho > 0, 1.0 / (h.rho * dot(h.y, py)), at::ones_like(h.rho));
+    gam = at::where(at::isfinite(gam) & (gam > 0), gam, at::ones_like(gam));
+    r.W = r.W * gam.view({1, m, 1});
+    r.b = r.b * gam.view({m, 1});
+  }
+  for (size_t j = 0; j < hist_.size(); ++j) {
+    const auto& h = hist_[j];
+    const auto& al = alphas[hist_.size() - 1 - j];
+    auto be = h.rho * dot(h.y, r);
+    r.W = r.W + (al - be).view({1, m, 1}) * h.s.W;
+    r.b = r.b + (al - be).view({m, 1}) * h.s.b;
+  }
+  return r;
+}
+
+std::pair<Pair, at::Tensor> Solver::direction(const std::vector<char>& active) {
+  const int64_t m = pb_.m;
+  auto mask = at::empty({m}, at::dtype(pb_.dt));
+  for (int64_t c = 0; c < m; ++c) mask[c] = active[c] ? 1.0 : 0.0;
+  mask = mask.to(pb_.dev);
+  const auto masked = [&](const Pair& p) {
+    return Pair{p.W * mask.view({1, m, 1}), p.b * mask.view({m, 1})};
+  };
+  Pair dir = masked(two_loop());
+  auto gd = dot(g_, dir).to(at::kCPU, at::kDouble);
+  bool lost = false;
+  for (int64_t c = 0; c < m; ++c) lost = lost || (active[c] && !(gd.data_ptr<double>()[c] < 0));
+  if (lost) {
+    hist_.clear();
+    dir = masked(pb_.precondition(Pair{-g_.W, -g_.b}, a_));
+    gd = dot(g_, dir).to(at::kCPU, at::kDouble);
+  }
+  return {dir, gd};
+}
+
+at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::Tensor& gd,
+                               const std::vector<char>& active) {
+  const int64_t n = pb_.n, m = pb_.m, k = pb_.k;
+  const double* gdp = gd.data_ptr<double>();
+  // phi'(t) = G'(t) dir / sum w + lambda (W'dir + t |dir|^2): the penalty sees the coefficients
+  // only, never the intercept.
+  const auto wd = (x_.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
+  const auto dd = (dir.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
+  auto step = at::zeros({m}, at::dtype(at::kDouble));
+  double* t = step.data_ptr<double>();
+  std::vector<double> lo(m, 0.0), hi(m, std::numeric_limits<double>::infinity());
+  std::vector<char> done(m, 1);
+  for (int64_t c = 0; c < m; ++c) {
+    if (active[c] && gdp[c] < 0) {
+      t[c] = 1.0;
+      done[c] = 0;
+    } else if (active[c]) {
+      stalled_[c] = 1;  // no descent direction left: the gradient is at round-off level
+    }
+  }
+  for (int ls = 0; ls < kLineSearchSteps; ++ls) {
+    if (std::all_of(done.begin(), done.end(), [](char v) { return v != 0; })) break;
+    const auto st = probe_line_stats(Z_.view({n, m, k}), Zd.view({n, m, k}), pb_.y, pb_.w,
+                                     step.to(pb_.dev), /*check_target=*/false)
+                        .to(at::kCPU)
+                        .contiguous();
+    const double* sp = st.data_ptr<double>();
+    for (int64_t c = 0; c < m; ++c) {
+      if (done[c]) continue;
+      const double lam = pb_.lam[c];
+      const double d1 = sp[c * kLineStats + 1] / pb_.wsum +
+                        lam * (wd.data_ptr<double>()[c] + t[c] * dd.data_ptr<double>()[c]);
+      const double d2 = sp[c * kLineStats + 2] / pb_.wsum + lam * dd.data_ptr<double>()[c];
+      if (std::abs(d1) <= kCurvatureC2 * std::abs(gdp[c]) || ls == kLineSearchSteps - 1) {
+        done[c] = 1;
+        continue;
+      }
+      if (d1 > 0) hi[c] = t[c]; else lo[c] = t[c];
+      double tn = d2 > 0 ? t[c] - d1 / d2 : std::numeric_limits<double>::quiet_NaN();
+      if (!(tn > lo[c] && tn < hi[c]))
+        tn = std::isfinite(hi[c]) ? 0.5 * (lo[c] + hi[c]) : 4.0 * t[c];
+      if (std::abs(tn - t[c]) <= 1e-10 * t[c]) done[c] = 1;
+      t[c] = tn;
+    }
+  }
+  return step;
+}
+
+void Solver::take_step(const Pair& dir, const at::Tensor& Zd, const at::Tensor& step,
+                       int64_t it) {
+  const int64_t n = pb_.n, m = pb_.m, k = pb_.k;
+  const auto tt = step.to(pb_.dev, pb_.dt);
+  Pair sstep{dir.W * tt.view({1, m, 1}), dir.b * tt.view({m, 1})};
+  x_.W.add_(sstep.W);
+  x_.b.add_(sstep.b);
+  if ((it + 1) % kRefreshLogits == 0) {
+    Z_ = pb_.forward(x_);
+  } else if (m == 1) {
+    Z_.add_(Zd, step.data_ptr<double>()[0]);
+  } else {
+    Z_.view({n, m, k}).addcmul_(Zd.view({n, m, k}), tt.view({1, m, 1}));
+  }
+  std::tie(G_, stats_) = loss_grad();
+  Pair ng = pb_.full_grad(G_.view({n, m * k}), x_);
+  Pair yv{ng.W - g_.W, ng.b - g_.b};
+  hist_.push_back(History{sstep, yv, inverse_curvature(dot(sstep, yv))});
+  if (static_cast<int64_t>(hist_.size()) > history_) hist_.pop_front();
+  g_ = ng;
+  measure();
+}
+
+SolveResult Solver::run(double tol, int64_t max_iter) {
+  measure();
+  for (int64_t it = 0; it < max_iter; ++it) {
+    const std::vector<char> active = active_set(tol);
+    if (std::none_of(active.begin(), active.end(), [](char v) { return v != 0; })) break;
+    const auto [dir, gd] = direction(active);
+    const auto Zd = pb_.forward(dir);
+    const auto step = line_search(dir, Zd, gd, active);
+    take_step(dir, Zd, step, it);
+    for (int64_t c = 0; c < pb_.m; ++c) iters_[c] += active[c];
+  }
+  return result();
+}
+
+SolveResult Solver::result() const {
+  const int64_t d = pb_.d, m = pb_.m, k = pb_.k;
+  auto n_iter = at::empty({m}, at::dtype(at::kLong));
+  for (int64_t c = 0; c < m; ++c) n_iter[c] = iters_[c];
+  auto loss = (stats_.select(1, 0) / pb_.wsum).to(at::kCPU, at::kDouble);
+  // The last column's pairs, packed for the next C of the path.
+  const int64_t h = static_cast<int64_t>(hist_.size());
+  auto out_s = at::empty({h, d + 1, k}, pb_.opts), out_y = at::empty({h, d + 1, k}, pb_.opts);
+  for (int64_t i = 0; i < h; ++i) {
+    const auto& e = hist_[i];
+    out_s[i].narrow(0, 0, d).copy_(e.s.W.select(1, m - 1));
+    out_s[i][d].copy_(e.s.b[m - 1]);
+    out_y[i].narrow(0, 0, d).copy_(e.y.W.select(1, m - 1));
+    out_y[i][d].copy_(e.y.b[m - 1]);
+  }
+  return {x_.W.permute({1, 0, 2}).contiguous(), x_.b, n_iter, gn_, gap_, loss, out_s, out_y};
+}
+
+SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at::Tensor& weight,
+                        const at::Tensor& lambdas, const at::Tensor& coef,
+                        const at::Tensor& intercept, const at::Tensor& center,
+                        const at::Tensor& scale, const at::Tensor& eigvecs,
+                        const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
+                        int64_t chunk_rows, const std::optional<at::Tensor>& history_s,
+                        const std::optional<at::Tensor>& history_y, double history_lambda,
+                        std::string_view products) {
+  const Problem problem(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs,
+                        eigvals, tol, max_iter, history, chunk_rows, products);
+  Solver solver(problem, coef, intercept, history);
+  solver.carry_history(history_s, history_y, history_lambda);
+  return solver.run(tol, max_iter);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {
+  m.impl("probe_solve", &probe_solve);
+}
+
+}  // namespace pyrobust
