@@ -12,7 +12,7 @@ float32). Target: >= 20x faster than the cold scikit-learn sweep, val accuracy w
 
     python benchmarks/bench_probe.py                 # 20000 x 512, K=100, 8 C
     python benchmarks/bench_probe.py --skip-slow     # pyrobust and the gradient cost only
-    python benchmarks/bench_probe.py --suite --quick # the problem suite (probe_suite.py)
+    PYTHONPATH=. python benchmarks/bench_probe.py --suite --quick   # the problem suite
     python benchmarks/bench_probe.py --device cuda --n 1281167 --d 2048 --k 1000 --n-c 45 \
         --half --skip-slow                           # ImageNet-sized GPU sweep
 """

@@ -115,7 +115,7 @@ def _pyrobust(Xt, yt, Xv, yv, **kw):
         return probe_sweep(Xt, yt, Xv, yv, CS, progress=False, **kw)
 
 
-def run_problem(p: SuiteProblem, repeats: int) -> dict:
+def run_problem(p: SuiteProblem) -> dict:
     Xt, yt, Xv, yv = p.build()
     full = None
     if p.timed_rows is not None and p.timed_rows < len(yt):
@@ -127,7 +127,7 @@ def run_problem(p: SuiteProblem, repeats: int) -> dict:
     k = len(np.unique(yt))
     g = gradient_seconds(torch.as_tensor(Xt), k if k > 2 else 1, "cpu")
     ours, sk = [], {}
-    for step in ["ours", "cold", "ours", "warm", "ours"][:2 * repeats + 1]:
+    for step in ["ours", "cold", "ours", "warm", "ours"]:
         if step == "ours":
             ours.append(_pyrobust(Xt, yt, Xv, yv))
         else:
@@ -139,7 +139,7 @@ def run_problem(p: SuiteProblem, repeats: int) -> dict:
     f_cold = np.array([objective(Xt, yt, *sk["cold"][3][i], C) for i, C in enumerate(CS)])
     return dict(name=p.name, shape=f"{len(yt)}x{Xt.shape[1]}x{k}", g=g, full=full,
                 ours_s=[r.seconds for r in ours], ours_it=int(res.n_iter.sum()),
-                cold_s=sk["cold"][2], warm_s=sk.get("warm", (None, None, np.nan))[2],
+                cold_s=sk["cold"][2], warm_s=sk["warm"][2],
                 cold_it=sum(sk["cold"][1]),
                 rel=(f_ours - f_ref) / f_ref, rel_cold=(f_cold - f_ref) / f_ref,
                 dacc=100 * (res.val_accuracy - ref.val_accuracy),
@@ -187,7 +187,7 @@ def run_suite(quick: bool, only: Optional[str] = None) -> int:
           f"logspace(-4, 2, 8), threads={torch.get_num_threads()}")
     rows = []
     for p in probs:
-        rows.append(run_problem(p, repeats=1 if quick else 2))
+        rows.append(run_problem(p))
         print_problem(rows[-1])
     summary(rows)
     return 0
