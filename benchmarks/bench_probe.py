@@ -7,11 +7,12 @@ best val accuracy about 35-40 % at the default size), same C grid, for:
 - scikit-learn warm-started path (``warm_start=True``, strong -> weak C, as the LP-FT authors);
 - ``torch.optim.LBFGS`` (strong Wolfe) on the same objective, warm-started path.
 Cost is also given in gradient-equivalents: seconds / seconds of one gradient (X@W and X^T@G in
-float32). Target (issue 3): >= 20x faster than the cold scikit-learn sweep, val accuracy within
+float32). Target: >= 20x faster than the cold scikit-learn sweep, val accuracy within
 0.5 pp at every C and the same best C.
 
     python benchmarks/bench_probe.py                 # 20000 x 512, K=100, 8 C
     python benchmarks/bench_probe.py --skip-slow     # pyrobust and the gradient cost only
+    PYTHONPATH=. python benchmarks/bench_probe.py --suite --quick   # the problem suite
     python benchmarks/bench_probe.py --device cuda --n 1281167 --d 2048 --k 1000 --n-c 45 \
         --half --skip-slow                           # ImageNet-sized GPU sweep
 """
@@ -25,21 +26,7 @@ import warnings
 import numpy as np
 import torch
 
-
-def make_features(n: int, d: int, k: int, seed: int = 0, latent: int = 48, noise: float = 2.9,
-                  dtype=np.float32):
-    """``(X (n, d), y (n,))``: ReLU of a random projection of noisy class means plus noise."""
-    rng = np.random.default_rng(seed)
-    means = rng.standard_normal((k, latent)).astype(np.float32)
-    proj = (rng.standard_normal((latent, d)) / np.sqrt(latent)).astype(np.float32)
-    y = rng.integers(0, k, n)
-    X = np.empty((n, d), dtype=dtype)
-    for r0 in range(0, n, 65536):  # bounded memory at ImageNet size
-        yy = y[r0:r0 + 65536]
-        h = means[yy] + noise * rng.standard_normal((len(yy), latent)).astype(np.float32)
-        x = h @ proj + 0.5 * rng.standard_normal((len(yy), d)).astype(np.float32) + 0.3
-        X[r0:r0 + 65536] = np.maximum(x, 0)
-    return X, y
+from probe_problems import make_features  # noqa: F401  (also this module's name for it)
 
 
 def make_features_on(device: str, n: int, d: int, k: int, seed: int = 0, latent: int = 48,
@@ -80,7 +67,9 @@ def sklearn_sweep(Xt, yt, Xv, yv, Cs, warm: bool):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    accs, iters = [], []
+    """``(val accuracies, iterations, seconds, heads)`` of scikit-learn's lbfgs over ``Cs``: cold
+    fits, or one warm-started path (``warm``); ``heads``: ``(coef_, intercept_)`` per C."""
+    accs, iters, heads = [], [], []
     clf = LogisticRegression(max_iter=1000, warm_start=warm)
     t0 = time.perf_counter()
     for C in Cs:
@@ -92,7 +81,8 @@ def sklearn_sweep(Xt, yt, Xv, yv, Cs, warm: bool):
             clf.fit(Xt, yt)
         accs.append(clf.score(Xv, yv))
         iters.append(int(clf.n_iter_[0]))
-    return np.array(accs), iters, time.perf_counter() - t0
+        heads.append((clf.coef_.copy(), clf.intercept_.copy()))
+    return np.array(accs), iters, time.perf_counter() - t0, heads
 
 
 def torch_lbfgs_sweep(Xt, yt, Xv, yv, Cs, tol=1e-4, max_iter=1000):
@@ -138,7 +128,15 @@ def main(argv=None) -> int:
     ap.add_argument("--progress", action="store_true", help="pyrobust's progress bar over C")
     ap.add_argument("--skip-torch", action="store_true", help="skip torch.optim.LBFGS")
     ap.add_argument("--skip-warm", action="store_true", help="skip the warm-started sklearn path")
+    ap.add_argument("--suite", action="store_true",
+                    help="the problem suite (probe_suite.py) instead of one problem")
+    ap.add_argument("--quick", action="store_true", help="with --suite: the quick subset")
+    ap.add_argument("--only", help="with --suite: problems whose name contains this")
     args = ap.parse_args(argv)
+    if args.suite:
+        from probe_suite import run_suite
+
+        return run_suite(args.quick, args.only)
 
     from pyrobust.probe import probe_sweep
 
@@ -163,11 +161,11 @@ def main(argv=None) -> int:
     rows = {"pyrobust": (res.val_accuracy, t_ours)}
     iters = {"pyrobust": list(res.n_iter)}
     if not args.skip_slow:
-        acc, it, t = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=False)
+        acc, it, t, _ = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=False)
         rows["sklearn cold"] = (acc, t)
         iters["sklearn cold"] = it
         if not args.skip_warm:
-            acc, it, t = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=True)
+            acc, it, t, _ = sklearn_sweep(Xt, yt, Xv, yv, Cs, warm=True)
             rows["sklearn warm"] = (acc, t)
             iters["sklearn warm"] = it
         if not args.skip_torch:

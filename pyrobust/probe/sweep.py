@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from pyrobust.checks import check_bool, check_int, check_real
 from pyrobust.probe import data as _data
 from pyrobust.probe.estimator import LogisticProbe
-from pyrobust.probe.problem import Problem
+from pyrobust.probe.problem import Problem, gap_tolerance
 from pyrobust.probe.result import SweepResult
 from pyrobust.probe.scoring import decision_scores, head_metrics
 from pyrobust.probe.scoring import _metric_sums, _score_chunks  # noqa: F401  (older import path)
@@ -67,9 +67,10 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
             warm-started from the previous solution.
         standardize: ``"none"``, ``"feature"`` or ``"scalar"``; always folded into the head.
         device: ``"cpu"`` or ``"cuda"``.
-        tol: stop when the max-abs gradient (scikit-learn's lbfgs ``gtol``) and the estimated
-            objective gap are both ``<= tol`` (the gap test keeps a warm start at weak
-            regularisation from stopping far from the optimum).
+        tol: stop when the max-abs gradient (scikit-learn's lbfgs ``gtol``) is ``<= tol`` and
+            the estimated objective gap is ``<= tol`` and ``<= 1e-5`` of the objective (the gap
+            test keeps a warm start at weak regularisation from stopping far from the optimum;
+            the relative one holds the objective within 1e-4 of the optimum where it is small).
         max_iter: iteration cap per C.
         refit: refit the best C on train + val (concatenated in memory).
         progress: a tqdm bar over C.
@@ -115,7 +116,7 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
 
     n_c = len(Cs)
     out = {k: np.zeros(n_c)
-           for k in ("val_accuracy", "val_loss", "train_loss", "grad_norm", "gap")}
+           for k in ("val_accuracy", "val_loss", "train_loss", "grad_norm", "gap", "objective")}
     n_iter = np.zeros(n_c, dtype=np.int64)
     coefs, intercepts = [], []
     coef, intercept = prob.zeros(1)
@@ -129,6 +130,8 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
         coef, intercept, it, gn, gap, loss, pairs = prob.solve(
             block, W0, b0, tol=tol, max_iter=max_iter, history=history,
             pairs=pairs)
+        objective = prob.objective(torch.tensor([prob.lam(c) for c in block], dtype=torch.float64),
+                                   coef, loss)
         for j in range(m):
             i = i0 + j
             cf, ic = prob.fold(coef[j], intercept[j])
@@ -139,12 +142,13 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
             out["train_loss"][i] = float(loss[j])
             out["grad_norm"][i] = float(gn[j])
             out["gap"][i] = float(gap[j])
+            out["objective"][i] = float(objective[j])
             n_iter[i] = int(it[j])
             bar.set_postfix(C=f"{block[j]:.3g}", val_acc=f"{out['val_accuracy'][i]:.4f}",
                             iters=n_iter[i])
             bar.update(1)
     bar.close()
-    converged = (out["grad_norm"] <= tol) & (out["gap"] <= tol)
+    converged = (out["grad_norm"] <= tol) & (out["gap"] <= gap_tolerance(tol, out["objective"]))
     if not converged.all():
         bad = ", ".join(f"C={c:.3g} (|g|={g:.2e}, gap={e:.2e})" for c, g, e in
                         zip(Cs[~converged], out["grad_norm"][~converged], out["gap"][~converged]))
