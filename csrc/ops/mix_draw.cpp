@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -162,13 +163,21 @@ std::vector<double> draw_params(Family family, at::ArrayRef<double> args, int64_
   return params;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw_kernel(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> draw_checked(
     int64_t n, int64_t height, int64_t width, std::string_view family_name,
     at::ArrayRef<double> args, double p, bool per_sample, std::string_view pairing_name,
     bool mix_labels, std::optional<at::Generator> generator) {
   TORCH_CHECK_VALUE(n >= 0 && height >= 0 && width >= 0,
                     "n, height and width should be >= 0, got ", n, ", ", height, ", ", width);
+  // Mask coordinates are float32 (the params a kernel reads): beyond 2^24 pixels a side they
+  // would no longer name a pixel.
+  constexpr int64_t kMaxSide = int64_t(1) << 24;
+  TORCH_CHECK_VALUE(height <= kMaxSide && width <= kMaxSide, "height and width should be <= ",
+                    kMaxSide, " (float32 pixel coordinates), got ", height, " and ", width);
   TORCH_CHECK_VALUE(p >= 0.0 && p <= 1.0, "p should be a probability in [0, 1], got ", p);
+  for (const double a : args)
+    TORCH_CHECK_VALUE(std::isfinite(a), "args should be finite numbers, got ", a);
+
   const std::string pairing(pairing_name);
   TORCH_CHECK_VALUE(pairing == "permute" || pairing == "flip" || pairing == "roll",
                     "pairing should be 'permute', 'flip' or 'roll', got '", pairing, "'");
@@ -204,6 +213,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw_kernel(
     if (!a[i]) pp[i] = i;
   }
   return {partner, params, active};
+}
+
+// The draws live in host memory first: a count beyond it is named, not a bare std::bad_alloc.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw_kernel(
+    int64_t n, int64_t height, int64_t width, std::string_view family,
+    at::ArrayRef<double> args, double p, bool per_sample, std::string_view pairing,
+    bool mix_labels, std::optional<at::Generator> generator) {
+  try {
+    return draw_checked(n, height, width, family, args, p, per_sample, pairing, mix_labels,
+                        generator);
+  } catch (const std::bad_alloc&) {
+    const double bytes = static_cast<double>(n) * (kMixParams * (sizeof(double) + sizeof(float)) +
+                                                   sizeof(int64_t) + 2);
+    TORCH_CHECK(false, "n = ", n, " samples need about ", bytes / double(int64_t(1) << 30),
+                " GiB of host memory for their draws, more than could be allocated");
+  }
 }
 
 }  // namespace

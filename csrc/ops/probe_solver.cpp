@@ -187,6 +187,8 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
   TORCH_CHECK(tol >= 0, "tol should be >= 0, got ", tol);
   TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
   TORCH_CHECK(history >= 1, "history should be >= 1, got ", history);
+  TORCH_CHECK_VALUE(chunk_rows >= 0, "chunk_rows should be >= 0 (0: all rows at once), got ",
+                    chunk_rows);
   TORCH_CHECK(products == "convert" || products == "split",
               "products should be 'convert' or 'split', got '", products, "'");
   split = products == "split";
@@ -215,6 +217,15 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
   wsum = w.sum(at::kDouble).item<double>();
   wmax = split ? w.abs().max().item<double>() : 0.0;
   TORCH_CHECK(wsum > 0, "weights should have a positive sum, got ", wsum);
+  // The feature scale divides every feature: zero or non-finite entries would give a zero or
+  // NaN head without an error. One host read (a sync for a device scale), once per solve.
+  if (d > 0) {
+    const auto [lo, hi] = at::aminmax(scale.to(at::kDouble));
+    const double scale_lo = lo.item<double>(), scale_hi = hi.item<double>();
+    TORCH_CHECK_VALUE(scale_lo > 0 && std::isfinite(scale_hi),
+                      "scale should hold finite values > 0, got values from ", scale_lo, " to ",
+                      scale_hi);
+  }
   inv_scale = on_device(scale).reciprocal().view({d, 1});
   ctr = on_device(center).view({1, d});
   Q = on_device(eigvecs);

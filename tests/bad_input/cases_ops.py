@@ -190,7 +190,11 @@ CASES = table(
     bad("mix_draw pairing", lambda: draw(pairing="shuffle"), V, r"pairing .*'shuffle'"),
     bad("mix_draw generator cuda-like", lambda: draw(generator=3), (V, T), r"generator"),
     bad("raw mix_draw huge n", lambda: ops.mix_draw(2 ** 40, 8, 8, "cutmix", [1.0], 1.0, True, "permute", True, None),
-        R, r"n", known="the raw op allocates before checking the size: std::bad_alloc (MemoryError); the wrapper checks"),
+        R, r"n = 1099511627776 samples need .* GiB"),
+    bad("raw mix_draw inf args", lambda: ops.mix_draw(4, 8, 8, "circle", [float("inf"), float("inf"), 1.0], 1.0,
+                                                      True, "permute", True, None), R, r"args .*inf"),
+    bad("raw mix_draw huge side", lambda: ops.mix_draw(4, 2 ** 25, 8, "cutmix", [1.0], 1.0, True, "permute", True,
+                                                       None), R, r"height and width .*33554432"),
     good("mix_draw n=0", lambda: draw(n=0)),
     # mix_targets / mix_batch
     bad("targets label out of range", lambda: targets(labels=torch.tensor([0, 1, 5, 0])), R, r"labels"),
