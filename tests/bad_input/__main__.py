@@ -15,12 +15,10 @@ def main(argv) -> int:
     try:
         for name in argv or TABLES:
             module = f"tests.bad_input.cases_{name}"
-            for case_id, case in importlib.import_module(module).CASES.items():
+            for case_id in importlib.import_module(module).CASES:
                 total += 1
                 result = pool.run(module, case_id)
-                if result["verdict"] != "ok" and case.known:
-                    print(f"KNOWN {name}:{case_id}: {case.known}")
-                elif result["verdict"] != "ok":
+                if result["verdict"] != "ok":
                     failed += 1
                     first = result["detail"].strip().splitlines()[0][:220] if result["detail"].strip() else ""
                     print(f"{result['verdict'].upper():5s} {name}:{case_id}: {first}")

@@ -35,11 +35,10 @@ class Case:
     expect: Optional[type | tuple] = None
     match: str = ""
     check: Optional[Callable[[Any], bool]] = None
-    known: str = ""  # a failure reported but not fixed yet: the test is an expected (strict) failure
 
 
-def bad(id: str, call: Callable[[], Any], expect, match: str, known: str = "") -> Case:
-    return Case(id, call, expect, match, known=known)
+def bad(id: str, call: Callable[[], Any], expect, match: str) -> Case:
+    return Case(id, call, expect, match)
 
 
 def good(id: str, call: Callable[[], Any], check: Optional[Callable[[Any], bool]] = None) -> Case:
