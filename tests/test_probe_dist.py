@@ -22,7 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_ranks(args, timeout=240):
+def _run_ranks(args, timeout=240, ok=True):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, *args(r)], env=env, stdout=subprocess.PIPE,
@@ -33,7 +33,7 @@ def _run_ranks(args, timeout=240):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outs)
+    assert all((p.returncode == 0) == ok for p in procs), "\n".join(o[-3000:] for o in outs)
     return outs
 
 
@@ -100,6 +100,14 @@ def test_rank_shards_cover_the_cache_once(caches):
         cache.rank_chunks(2, WORLD)
 
 
+def _probe_command(argv):
+    """The argv of rank r's `pyrobust probe ...`, in the environment torchrun gives it."""
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(WORLD)}
+    code = ("import os, sys; os.environ.update({env!r}, RANK=sys.argv[1], LOCAL_RANK=sys.argv[1]); "
+            "from pyrobust.cli import main; sys.exit(main({argv!r}))").format(env=env, argv=["probe", *argv])
+    return lambda r: ["-c", code, str(r)]
+
+
 @pytest.mark.parametrize("val", ["cache", "fraction"])
 def test_probe_command_on_a_cache_under_two_ranks(caches, tmp_path, val):
     from safetensors.numpy import load_file
@@ -110,15 +118,27 @@ def test_probe_command_on_a_cache_under_two_ranks(caches, tmp_path, val):
     opts += ["--val-cache", str(caches / "val")] if val == "cache" else ["--val-fraction", "0.25"]
     single = tmp_path / "single"
     assert main(["probe", "--cache", str(caches / "train"), "--out", str(single), *opts]) == 0
-    port = _free_port()
     ranked = tmp_path / "ranked"
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(WORLD)}
-    code = ("import os, sys; os.environ.update({env!r}, RANK=sys.argv[1], LOCAL_RANK=sys.argv[1]); "
-            "from pyrobust.cli import main; sys.exit(main({argv!r}))").format(
-        env=env, argv=["probe", "--cache", str(caches / "train"), "--out", str(ranked), *opts])
-    outs = _run_ranks(lambda r: ["-c", code, str(r)])
+    outs = _run_ranks(_probe_command(["--cache", str(caches / "train"), "--out", str(ranked), *opts]))
     assert "best C" in outs[0] and "best C" not in outs[1]  # rank 0 reports and writes
     a, b = load_file(str(single / "probe_head.safetensors")), load_file(str(ranked / "probe_head.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-3 * np.abs(a[k]).max(), err_msg=k)
+
+
+def test_probe_command_refuses_a_rank_without_rows_on_every_rank(caches, tmp_path):
+    """The val cache has 5 chunks; 2 ranks and a 1-chunk cache leave rank 1 empty: both ranks
+    fail with the reason instead of one waiting for the other."""
+    import torch
+
+    from pyrobust.features import extract_features
+    from tests.lpft_helpers import Blobs, TinyCNN
+
+    small = tmp_path / "small"
+    extract_features(TinyCNN(), Blobs(n=8), str(small), batch_size=8, device="cpu", dtype=torch.float32,
+                     progress=False)
+    outs = _run_ranks(_probe_command(["--cache", str(caches / "train"), "--val-cache", str(small),
+                                      "--out", str(tmp_path / "out"), "--no-progress"]), timeout=120, ok=False)
+    for out in outs:
+        assert "has no rows for rank 1 of 2" in out, out[-2000:]

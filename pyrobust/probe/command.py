@@ -183,6 +183,20 @@ def _join_group(device):
     return dist.group.WORLD, dist.get_rank(), dist.get_world_size(), True
 
 
+def _check_every_rank_has_rows(owner: np.ndarray, world: int, what: str) -> None:
+    """UsageError, raised alike on every rank (each sees every rank's count), when a rank would
+    have no rows: it would fail its checks while the others wait in a collective."""
+    counts = np.bincount(owner, minlength=world)
+    if world > 1 and counts.min() == 0:
+        raise UsageError(f"{what} has no rows for rank {int(counts.argmin())} of {world}: use fewer "
+                         "ranks or a cache with more chunks")
+
+
+def _chunk_owner(cache, world: int) -> np.ndarray:
+    """The rank owning each row of ``cache`` (``FeatureCache.rank_chunks``)."""
+    return (np.arange(len(cache)) // int(cache.manifest["chunk_size"])) % world
+
+
 def _load_cache(args, rank: int, world: int):
     """``(X, y, Xv, yv)``: this rank's train and val rows of ``--cache`` (and ``--val-cache``).
     Without ``--val-cache`` the val rows are a seeded fraction of the cache's rows, the same rows
@@ -190,25 +204,52 @@ def _load_cache(args, rank: int, world: int):
     from pyrobust.features.store import CacheCorrupted
 
     train = _open_cache(args.cache, "--cache")
+    owner = _chunk_owner(train, world)
+    if args.val_cache is not None:
+        val = _open_cache(args.val_cache, "--val-cache")
+        if val.feature_dim != train.feature_dim:
+            raise UsageError(f"--val-cache {args.val_cache!r} has {val.feature_dim} features, "
+                             f"--cache {args.cache!r} has {train.feature_dim}")
+        _check_every_rank_has_rows(owner, world, f"--cache {args.cache!r}")
+        _check_every_rank_has_rows(_chunk_owner(val, world), world, f"--val-cache {args.val_cache!r}")
+    else:
+        n = len(train)
+        n_val = max(1, int(round(args.val_fraction * n)))
+        if n_val >= n:
+            raise UsageError(f"--val-fraction {args.val_fraction:g} of {n} samples leaves none to "
+                             "train on")
+        held = np.zeros(n, bool)
+        held[np.random.default_rng(args.seed).permutation(n)[:n_val]] = True
+        _check_every_rank_has_rows(owner[~held], world, f"the training rows of --cache {args.cache!r}")
+        _check_every_rank_has_rows(owner[held], world, f"the val rows of --cache {args.cache!r}")
     try:
         X, y, rows = train.shard(rank, world)
         if args.val_cache is not None:
-            val = _open_cache(args.val_cache, "--val-cache")
-            if val.feature_dim != train.feature_dim:
-                raise UsageError(f"--val-cache {args.val_cache!r} has {val.feature_dim} features, "
-                                 f"--cache {args.cache!r} has {train.feature_dim}")
             Xv, yv, _ = val.shard(rank, world)
             return X, y, Xv, yv
     except CacheCorrupted as exc:
         raise UsageError(str(exc)) from None
-    n = len(train)
-    n_val = max(1, int(round(args.val_fraction * n)))
-    if n_val >= n:
-        raise UsageError(f"--val-fraction {args.val_fraction:g} of {n} samples leaves none to train on")
-    held = np.zeros(n, bool)
-    held[np.random.default_rng(args.seed).permutation(n)[:n_val]] = True
     v = held[rows]
     return X[~v], y[~v], X[v], y[v]
+
+
+def _load_shared(args, group, rank: int, world: int):
+    """:func:`_load_cache`, failing on every rank when it fails on one (a rank left waiting in
+    the sweep's first collective would hang)."""
+    import torch
+
+    from pyrobust.probe import group as _group
+
+    try:
+        data, error = _load_cache(args, rank, world), None
+    except UsageError as exc:
+        data, error = None, exc
+    failed = float(_group.sum_(torch.tensor([float(error is not None)]), group))
+    if error is not None:
+        raise error
+    if failed:
+        raise UsageError("another rank could not read its share of the cache (see its message)")
+    return data
 
 
 def plot_path(result, path: str) -> None:
@@ -248,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
     if args.cache is not None:
         group, rank, world, joined = _join_group(device)
         try:
-            return _run(args, device, out, *_load_cache(args, rank, world), group, rank)
+            return _run(args, device, out, *_load_shared(args, group, rank, world), group, rank)
         finally:
             if joined:
                 import torch.distributed as dist
