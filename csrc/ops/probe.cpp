@@ -20,6 +20,9 @@
 //     the whole solver loop (preconditioned L-BFGS with a Wolfe line search), see
 //     probe_solver.cpp. products="convert" multiplies X converted to the compute dtype;
 //     "split" multiplies float16 / bfloat16 X as stored, the float32 operand split in parts.
+//     group_name: a torch.distributed group whose ranks each pass their own rows of X, target
+//     and weight (and identical everything else); the row sums are all-reduced over it and every
+//     rank returns the solution on all the rows.
 #include "ops/probe.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -108,8 +111,8 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       "probe_solve(Tensor X, Tensor target, Tensor weight, Tensor lambdas, Tensor coef, "
       "Tensor intercept, Tensor center, Tensor scale, Tensor eigvecs, Tensor eigvals, float tol, "
       "int max_iter, int history, int chunk_rows, Tensor? history_s=None, Tensor? history_y=None, "
-      "float history_lambda=0., str products=\"convert\") -> (Tensor, Tensor, Tensor, Tensor, "
-      "Tensor, Tensor, Tensor, Tensor)");
+      "float history_lambda=0., str products=\"convert\", str? group_name=None) -> (Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 }  // namespace pyrobust

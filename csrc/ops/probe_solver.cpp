@@ -17,6 +17,8 @@
 // s'y / y'Hy. Each iteration costs one pass X @ [direction] and one X^T @ G; the line search is
 // a 1-D Newton on the cached logits of the direction, costing no product with X.
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 #include <deque>
 #include <limits>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <utility>
@@ -104,6 +107,25 @@ at::Tensor split_mm(const at::Tensor& A, const SplitOperand& B) {
   return acc;
 }
 
+// In place, t = the sum (or max) of t over the ranks of a torch.distributed group, by name.
+// Called through the dispatcher (_c10d_functional::all_reduce_ then wait_tensor), so the core
+// links no c10d symbol and still builds and loads against a torch without distributed support,
+// where only a solve given a group fails. Any backend the group has (gloo, nccl) for t's device.
+void all_reduce(const at::Tensor& t, const std::string& group, const char* op) {
+  static const auto ops = [] {
+    auto& d = c10::Dispatcher::singleton();
+    return std::make_pair(d.findSchema({"_c10d_functional::all_reduce_", ""}),
+                          d.findSchema({"_c10d_functional::wait_tensor", ""}));
+  }();
+  TORCH_CHECK(ops.first.has_value() && ops.second.has_value(),
+              "probe_solve: group_name needs torch.distributed, which this torch build lacks");
+  TORCH_CHECK(t.is_contiguous(), "all_reduce needs a contiguous tensor");
+  torch::jit::Stack stack{t, std::string(op), group};
+  ops.first->callBoxed(&stack);
+  stack = {t};
+  ops.second->callBoxed(&stack);
+}
+
 // Accept a step once |phi'(t)| <= 0.9 |phi'(0)|: the strong Wolfe curvature condition usual for
 // L-BFGS, whose step is accepted at t = 1 most of the time; a near-exact search costs more
 // iterations (docs/probe-solver.md, "The loose line search").
@@ -129,14 +151,23 @@ struct Problem {
   double wmax;               // max |w| (split only): a bound on |G| = |w| |p - onehot|
   at::Tensor inv_scale, ctr;  // (D, 1), (1, D)
   at::Tensor Q, s;            // eigvecs (D, D), eigvals clamped at 0 (D, 1, 1)
+  // The torch.distributed group whose ranks hold the other rows of X (none: X is every row).
+  // Every sum over rows below is all-reduced over it; everything else is (D, m, K)-sized and
+  // identical on every rank, so every rank takes the same steps.
+  std::optional<std::string> group;
 
   Problem(const at::Tensor& X, const at::Tensor& target, const at::Tensor& weight,
           const at::Tensor& lambdas, const at::Tensor& coef, const at::Tensor& intercept,
           const at::Tensor& center, const at::Tensor& scale, const at::Tensor& eigvecs,
           const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
-          int64_t chunk_rows, std::string_view products);
+          int64_t chunk_rows, std::string_view products,
+          const std::optional<std::string_view>& group_name);
 
   at::Tensor on_device(const at::Tensor& t) const { return t.to(dev, dt).contiguous(); }
+  // Sums over this rank's rows -> sums over every row (in place; nothing without a group).
+  void sum_ranks(const at::Tensor& t) const {
+    if (group) all_reduce(t, *group, "sum");
+  }
   at::Tensor x_chunk(int64_t r0, int64_t len) const {
     return split ? X.narrow(0, r0, len).to(dev) : X.narrow(0, r0, len).to(dev, dt);
   }
@@ -165,8 +196,10 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
                  const at::Tensor& lambdas, const at::Tensor& coef, const at::Tensor& intercept,
                  const at::Tensor& center, const at::Tensor& scale, const at::Tensor& eigvecs,
                  const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
-                 int64_t chunk_rows, std::string_view products)
+                 int64_t chunk_rows, std::string_view products,
+                 const std::optional<std::string_view>& group_name)
     : X(X_), dt(coef.scalar_type()), dev(coef.device()) {
+  if (group_name.has_value()) group = std::string(*group_name);
   TORCH_CHECK(X.dim() == 2, "X should be a 2-D (N, D) tensor, got ", X.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(X.scalar_type()), "X should be a floating tensor, got ",
               X.scalar_type());
@@ -214,8 +247,16 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
               " entries, got ", y.numel(), " and ", w.numel());
   // Once here, so the fused kernels skip the check (and its device sync) on every iteration.
   check_probe_targets(target, k);
-  wsum = w.sum(at::kDouble).item<double>();
-  wmax = split ? w.abs().max().item<double>() : 0.0;
+  const auto ws = w.sum(at::kDouble).reshape({1});
+  sum_ranks(ws);
+  wsum = ws.item<double>();
+  if (split) {
+    const auto wm = w.abs().max().reshape({1});
+    if (group) all_reduce(wm, *group, "max");
+    wmax = wm.item<double>();
+  } else {
+    wmax = 0.0;
+  }
   TORCH_CHECK(wsum > 0, "weights should have a positive sum, got ", wsum);
   // The feature scale divides every feature: zero or non-finite entries would give a zero or
   // NaN head without an error. One host read (a sync for a device scale), once per solve.
@@ -252,7 +293,9 @@ at::Tensor Problem::forward(const Pair& p) const {
 }
 
 Pair Problem::backward(const at::Tensor& G) const {
-  auto acc = at::zeros({d, m * k}, opts);
+  // Rows 0..D-1: X^T G; row D: 1^T G. One buffer, so one all-reduce over the group.
+  auto sums = at::zeros({d + 1, m * k}, opts);
+  auto acc = sums.narrow(0, 0, d);
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t len = std::min(chunk, n - r0);
     const auto xt = x_chunk(r0, len).t();
@@ -264,7 +307,9 @@ Pair Problem::backward(const at::Tensor& G) const {
     const auto Gs = split_operand(Gc, X.scalar_type(), wmax);
     if (!Gs.parts.empty()) acc.add_(split_mm(xt, Gs), Gs.inv_scale);
   }
-  const auto gs = G.sum(0);
+  auto gs = sums.select(0, d);
+  at::sum_out(gs, G, 0);
+  sum_ranks(sums);
   acc.sub_(ctr.t() * gs.view({1, m * k})).mul_(inv_scale);
   return Pair{acc.view({d, m, k}), gs.view({m, k})};
 }
@@ -308,7 +353,9 @@ class Solver {
 
  private:
   std::tuple<at::Tensor, at::Tensor> loss_grad() const {
-    return probe_loss_grad(Z_.view({pb_.n, pb_.m, pb_.k}), pb_.y, pb_.w, /*check_target=*/false);
+    auto out = probe_loss_grad(Z_.view({pb_.n, pb_.m, pb_.k}), pb_.y, pb_.w, /*check_target=*/false);
+    pb_.sum_ranks(std::get<1>(out));
+    return out;
   }
   // The max-abs gradient per C, on the host.
   at::Tensor grad_norm() const {
@@ -449,10 +496,10 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
   }
   for (int ls = 0; ls < kLineSearchSteps; ++ls) {
     if (std::all_of(done.begin(), done.end(), [](char v) { return v != 0; })) break;
-    const auto st = probe_line_stats(Z_.view({n, m, k}), Zd.view({n, m, k}), pb_.y, pb_.w,
-                                     step.to(pb_.dev), /*check_target=*/false)
-                        .to(at::kCPU)
-                        .contiguous();
+    auto st = probe_line_stats(Z_.view({n, m, k}), Zd.view({n, m, k}), pb_.y, pb_.w,
+                               step.to(pb_.dev), /*check_target=*/false);
+    pb_.sum_ranks(st);
+    st = st.to(at::kCPU).contiguous();
     const double* sp = st.data_ptr<double>();
     for (int64_t c = 0; c < m; ++c) {
       if (done[c]) continue;
@@ -537,9 +584,10 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
                         const at::Tensor& eigvals, double tol, int64_t max_iter, int64_t history,
                         int64_t chunk_rows, const std::optional<at::Tensor>& history_s,
                         const std::optional<at::Tensor>& history_y, double history_lambda,
-                        std::string_view products) {
+                        std::string_view products,
+                        const std::optional<std::string_view>& group_name) {
   const Problem problem(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs,
-                        eigvals, tol, max_iter, history, chunk_rows, products);
+                        eigvals, tol, max_iter, history, chunk_rows, products, group_name);
   Solver solver(problem, coef, intercept, history);
   solver.carry_history(history_s, history_y, history_lambda);
   return solver.run(tol, max_iter);

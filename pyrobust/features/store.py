@@ -212,6 +212,34 @@ class FeatureCache:
                 )
         return cls(path, manifest, feats, labels)
 
+    def rank_chunks(self, rank: int, world: int) -> list[int]:
+        """The chunks rank ``rank`` of ``world`` owns: ``rank, rank + world, ...``, those it wrote
+        when the cache was extracted by as many ranks (so they are likely in its page cache)."""
+        if not (isinstance(world, int) and isinstance(rank, int) and 0 <= rank < world):
+            raise ValueError(f"rank should be in [0, world), got rank={rank!r}, world={world!r}")
+        n_chunks = -(-len(self) // int(self.manifest["chunk_size"]))
+        return list(range(rank, n_chunks, world))
+
+    def shard(self, rank: int, world: int, *, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(features, labels, rows)``: this rank's rows (those of :meth:`rank_chunks`) in memory,
+        a copy of its share only, and their row indices in the cache. With ``verify`` only those
+        chunks are checked against their checksums: the ranks read the cache once between them."""
+        chunks = self.rank_chunks(rank, world)
+        cs = int(self.manifest["chunk_size"])
+        if verify:
+            sums = self.manifest.get("checksums")
+            if not isinstance(sums, list):
+                raise CacheCorrupted(f"{self.path!r} lists no checksums, so its chunks cannot be verified")
+            bad = bad_chunks(self.features, self.labels, dict(enumerate(sums)), cs, chunks)
+            if bad:
+                raise CacheCorrupted(f"feature cache at {self.path!r}: chunk(s) {bad[:10]} fail their "
+                                     "checksum; rerun extract_features to recompute them")
+        bounds = [chunk_bounds(c, cs, len(self)) for c in chunks]
+        rows = np.concatenate([np.arange(a, b) for a, b in bounds] or [np.zeros(0, np.int64)])
+        feats = np.concatenate([self.features[a:b] for a, b in bounds] or [self.features[:0]])
+        labels = np.concatenate([self.labels[a:b] for a, b in bounds] or [self.labels[:0]])
+        return feats, labels, rows
+
     def __len__(self) -> int:
         return int(self.features.shape[0])
 

@@ -68,6 +68,7 @@ def solve(
     history_y: torch.Tensor | None = None,
     history_lambda: float = 0.0,
     products: str = "convert",
+    group_name: str | None = None,
 ):
     """Run the solver loop for ``m`` L2 strengths ``lambdas`` from the start ``(coef, intercept)``.
 
@@ -92,6 +93,10 @@ def solve(
     estimated objective gap ``g' M g / 2`` (M the preconditioner), ``loss`` the mean weighted
     cross-entropy, the last two the final pairs of the last C, packed as above.
 
+    ``group_name``: the name of a ``torch.distributed`` group (``group.group_name``) whose ranks
+    each pass their own rows of ``X``, ``target`` and ``weight`` and the same everything else: the
+    sums over rows are all-reduced over it, and every rank returns the solve on all the rows.
+
     The settings are checked here (types, ``chunk_rows >= 0``, a finite ``scale > 0``: one sync for
     a device ``scale``, once per call, never inside the solver loop).
     """
@@ -103,7 +108,7 @@ def solve(
     return torch.ops.pyrobust.probe_solve(
         X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
         float(tol), int(max_iter), int(history), int(chunk_rows), history_s, history_y,
-        float(history_lambda), products,
+        float(history_lambda), products, group_name,
     )
 
 
@@ -122,7 +127,7 @@ def _line_stats_fake(logits, direction, target, weight, step, *, check_target=Tr
 @torch.library.register_fake("pyrobust::probe_solve")
 def _solve_fake(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
                 tol, max_iter, history, chunk_rows, history_s=None, history_y=None,
-                history_lambda=0.0, products="convert"):
+                history_lambda=0.0, products="convert", group_name=None):
     _checks.check_probe_solve(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals, tol,
                               max_iter, history, chunk_rows, history_s, history_y, products)
     m, d, k = coef.shape

@@ -4,6 +4,11 @@ Features come from ``.npy`` (``--train-y`` gives the labels file), ``.npz`` or s
 ``X``/``features`` and ``y``/``labels``). Validation data come from ``--val`` or a split fraction
 (``--val-fraction``, a seeded shuffle). Prints the per-C table, saves the best head as safetensors
 (``weight`` (K, D), ``bias`` (K,), ``classes``) and a PNG of the regularisation path.
+
+``--cache DIR`` sweeps a ``pyrobust extract`` cache instead (val rows from ``--val-cache DIR`` or
+the seeded fraction). Under ``torchrun`` each rank reads only its own chunks (those it wrote when
+extracting with as many ranks) and the sweep is reduced over the ranks (gloo on the CPU, nccl on
+CUDA): no process holds the whole cache. Rank 0 prints and writes the outputs.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ _Y_KEYS = ("y", "labels", "targets")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``probe`` subcommand's options on ``parser``."""
-    parser.add_argument("train", help="training features: .npy, .npz or .safetensors")
+    parser.add_argument("train", nargs="?", help="training features: .npy, .npz or .safetensors "
+                        "(or give --cache)")
+    parser.add_argument("--cache", help="training features: a `pyrobust extract` cache folder, read "
+                        "by every torchrun rank its own chunks")
+    parser.add_argument("--val-cache", help="validation features: a `pyrobust extract` cache folder "
+                        "(with --cache)")
     parser.add_argument("--train-y", help="training labels (.npy) when `train` is a .npy")
     parser.add_argument("--val", help="validation features (same formats)")
     parser.add_argument("--val-y", help="validation labels (.npy) when `--val` is a .npy")
@@ -121,7 +131,7 @@ def _check_args(args) -> "torch.device":
         (lambda: check_int(args.max_iter, "--max-iter", min=1)),
         (lambda: check_int(args.seed, "--seed", min=0)),
     ]
-    if not args.val:
+    if not (args.val or args.val_cache):
         checks.append(lambda: check_real(args.val_fraction, "--val-fraction", min=0, max=1,
                                          min_open=True, max_open=True))
     for check in checks:
@@ -133,10 +143,113 @@ def _check_args(args) -> "torch.device":
         raise UsageError(f"--c-min ({args.c_min:g}) should be <= --c-max ({args.c_max:g})")
     if args.val_y and not args.val:
         raise UsageError("--val-y is given without --val")
+    if (args.train is None) == (args.cache is None):
+        raise UsageError("give the training features either as a file or as --cache DIR (one of them)")
+    if args.cache is not None and (args.train_y or args.val):
+        raise UsageError("--cache reads features and labels from the cache: give the validation rows "
+                         "with --val-cache (or --val-fraction), not --val / --train-y")
+    if args.val_cache is not None and args.cache is None:
+        raise UsageError("--val-cache is given without --cache")
     try:
         return as_compute_device(args.device, "--device")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _open_cache(path: str, what: str):
+    from pyrobust.features import FeatureCache
+
+    try:
+        return FeatureCache.open(path, verify=False)  # each rank verifies its own chunks
+    except (FileNotFoundError, TypeError, ValueError) as exc:
+        raise UsageError(f"{what} {path!r}: {exc}") from None
+
+
+def _join_group(device):
+    """``(group, rank, world, joined)`` under torchrun (WORLD_SIZE > 1): the default group,
+    initialised here when it is not yet (gloo on the CPU, nccl on CUDA); else one process."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.group.WORLD, dist.get_rank(), dist.get_world_size(), False
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None, 0, 1, False
+    if not dist.is_available():
+        raise UsageError("WORLD_SIZE > 1 but this torch has no torch.distributed")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.group.WORLD, dist.get_rank(), dist.get_world_size(), True
+
+
+def _check_every_rank_has_rows(owner: np.ndarray, world: int, what: str) -> None:
+    """UsageError, raised alike on every rank (each sees every rank's count), when a rank would
+    have no rows: it would fail its checks while the others wait in a collective."""
+    counts = np.bincount(owner, minlength=world)
+    if world > 1 and counts.min() == 0:
+        raise UsageError(f"{what} has no rows for rank {int(counts.argmin())} of {world}: use fewer "
+                         "ranks or a cache with more chunks")
+
+
+def _chunk_owner(cache, world: int) -> np.ndarray:
+    """The rank owning each row of ``cache`` (``FeatureCache.rank_chunks``)."""
+    return (np.arange(len(cache)) // int(cache.manifest["chunk_size"])) % world
+
+
+def _load_cache(args, rank: int, world: int):
+    """``(X, y, Xv, yv)``: this rank's train and val rows of ``--cache`` (and ``--val-cache``).
+    Without ``--val-cache`` the val rows are a seeded fraction of the cache's rows, the same rows
+    as the file path's split of the whole cache (one permutation of N on every rank)."""
+    from pyrobust.features.store import CacheCorrupted
+
+    train = _open_cache(args.cache, "--cache")
+    owner = _chunk_owner(train, world)
+    if args.val_cache is not None:
+        val = _open_cache(args.val_cache, "--val-cache")
+        if val.feature_dim != train.feature_dim:
+            raise UsageError(f"--val-cache {args.val_cache!r} has {val.feature_dim} features, "
+                             f"--cache {args.cache!r} has {train.feature_dim}")
+        _check_every_rank_has_rows(owner, world, f"--cache {args.cache!r}")
+        _check_every_rank_has_rows(_chunk_owner(val, world), world, f"--val-cache {args.val_cache!r}")
+    else:
+        n = len(train)
+        n_val = max(1, int(round(args.val_fraction * n)))
+        if n_val >= n:
+            raise UsageError(f"--val-fraction {args.val_fraction:g} of {n} samples leaves none to "
+                             "train on")
+        held = np.zeros(n, bool)
+        held[np.random.default_rng(args.seed).permutation(n)[:n_val]] = True
+        _check_every_rank_has_rows(owner[~held], world, f"the training rows of --cache {args.cache!r}")
+        _check_every_rank_has_rows(owner[held], world, f"the val rows of --cache {args.cache!r}")
+    try:
+        X, y, rows = train.shard(rank, world)
+        if args.val_cache is not None:
+            Xv, yv, _ = val.shard(rank, world)
+            return X, y, Xv, yv
+    except CacheCorrupted as exc:
+        raise UsageError(str(exc)) from None
+    v = held[rows]
+    return X[~v], y[~v], X[v], y[v]
+
+
+def _load_shared(args, group, rank: int, world: int):
+    """:func:`_load_cache`, failing on every rank when it fails on one (a rank left waiting in
+    the sweep's first collective would hang)."""
+    import torch
+
+    from pyrobust.probe import group as _group
+
+    try:
+        data, error = _load_cache(args, rank, world), None
+    except UsageError as exc:
+        data, error = None, exc
+    failed = float(_group.sum_(torch.tensor([float(error is not None)]), group))
+    if error is not None:
+        raise error
+    if failed:
+        raise UsageError("another rank could not read its share of the cache (see its message)")
+    return data
 
 
 def plot_path(result, path: str) -> None:
@@ -168,16 +281,20 @@ def plot_path(result, path: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the sweep; returns the process exit code. Options, the output folder and the input files
     are checked first; a mistake in any is a :class:`UsageError`."""
-    from safetensors.numpy import save_file
-
-    from pyrobust.probe import probe_sweep
-    from pyrobust.probe.scoring import head_metrics
-
     device = _check_args(args)
     out = check_out_folder(args.out)
     for name in ("probe_head.safetensors", "probe_path.png"):
         if os.path.isdir(os.path.join(out, name)):
             raise UsageError(f"--out {out!r} holds a folder named {name!r}, where the {name} file goes")
+    if args.cache is not None:
+        group, rank, world, joined = _join_group(device)
+        try:
+            return _run(args, device, out, *_load_shared(args, group, rank, world), group, rank)
+        finally:
+            if joined:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
     X, y = _load(args.train, args.train_y, "train")
     if args.val:
         Xv, yv = _load(args.val, args.val_y, "val")
@@ -192,18 +309,31 @@ def run(args: argparse.Namespace) -> int:
         perm = np.random.default_rng(args.seed).permutation(len(y))
         vi, ti = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         X, Xv, yv, y = X[ti], X[vi], y[vi], y[ti]
+    return _run(args, device, out, X, y, Xv, yv)
+
+
+def _run(args, device, out, X, y, Xv, yv, group=None, rank: int = 0) -> int:
+    """Sweep, then (rank 0) print the table and write the head and the plot."""
+    from safetensors.numpy import save_file
+
+    from pyrobust.probe import probe_sweep
+    from pyrobust.probe.scoring import head_metrics
+
     Cs = np.logspace(args.c_min, args.c_max, args.n_c)
     try:
         res = probe_sweep(X, y, Xv, yv, Cs, standardize=args.standardize, device=device,
                           tol=args.tol, max_iter=args.max_iter, refit=args.refit,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress and rank == 0, process_group=group)
     except (TypeError, ValueError) as exc:  # the data's content (NaN, one class, bad weights)
         raise UsageError(str(exc).splitlines()[0]) from None
     Xt = _data.as_feature_tensor(X)
     codes = np.searchsorted(res.classes, y)
     res.train_accuracy = np.array([
-        head_metrics(Xt, c, b, codes, np.ones(len(y), bool), device=res.best_estimator.device)[0]
+        head_metrics(Xt, c, b, codes, np.ones(len(y), bool), device=res.best_estimator.device,
+                     group=group)[0]
         for c, b in zip(res.coefs, res.intercepts)])
+    if rank != 0:
+        return 0
     print(res.table())
     os.makedirs(out, exist_ok=True)
     est = res.best_estimator

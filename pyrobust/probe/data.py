@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from pyrobust.probe import group as _group
+
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -143,14 +145,18 @@ def as_labels(y, name: str = "y") -> np.ndarray:
     return arr
 
 
-def encode_labels(y, name: str = "y"):
-    """``(classes, codes)``: sorted unique labels (any values) and int64 codes."""
+def encode_labels(y, name: str = "y", group=None):
+    """``(classes, codes)``: sorted unique labels (any values) and int64 codes; with a process
+    ``group``, the classes are those of every rank's labels."""
     arr = as_labels(y, name)
     try:
         classes, codes = np.unique(arr, return_inverse=True)
     except TypeError as exc:
         raise TypeError(f"{name} should hold labels that can be sorted (numbers or strings), got "
                         f"dtype {arr.dtype}: {exc}") from None
+    if group is not None:
+        classes = _group.union_labels(classes, group)
+        codes = np.searchsorted(classes, arr)
     return classes, codes.reshape(-1).astype(np.int64)
 
 
@@ -176,9 +182,11 @@ def class_weight_array(class_weight: dict, classes: np.ndarray) -> np.ndarray:
     return out
 
 
-def sample_weights(codes: np.ndarray, n_classes: int, sample_weight=None, class_weight=None):
+def sample_weights(codes: np.ndarray, n_classes: int, sample_weight=None, class_weight=None,
+                   group=None):
     """float64 per-sample weights as scikit-learn defines them (class weight times sample weight;
-    ``"balanced"`` = n_weighted / (n_classes * weighted class count))."""
+    ``"balanced"`` = n_weighted / (n_classes * weighted class count), counted over every rank of
+    a process ``group``)."""
     n = codes.shape[0]
     if sample_weight is None:
         sw = np.ones(n)
@@ -201,8 +209,9 @@ def sample_weights(codes: np.ndarray, n_classes: int, sample_weight=None, class_
         if class_weight != "balanced":
             raise ValueError(f"class_weight should be None, 'balanced' or a dict, got "
                              f"{class_weight!r}")
-        counts = np.bincount(codes, weights=sw, minlength=n_classes)
-        cw = sw.sum() / (n_classes * counts)
+        counts = np.append(np.bincount(codes, weights=sw, minlength=n_classes), sw.sum())
+        counts = _group.sum_(torch.from_numpy(counts), group).numpy()
+        cw = counts[-1] / (n_classes * counts[:-1])
     elif isinstance(class_weight, dict):
         raise TypeError("dict class_weight is given with labels; use resolve_class_weight")
     else:
@@ -211,28 +220,32 @@ def sample_weights(codes: np.ndarray, n_classes: int, sample_weight=None, class_
 
 
 def feature_stats(X: torch.Tensor, weight: torch.Tensor, standardize: str, chunk_rows: int,
-                  device, dtype):
+                  device, dtype, group=None):
     """Centre, scale and eigendecomposition of the weighted covariance of ``(x - centre) / scale``.
 
     ``standardize``: ``"none"`` (scale 1), ``"feature"`` (per-feature std, as StandardScaler),
     ``"scalar"`` (one std over all entries, as the LP-FT authors' code). The centre is the weighted
     mean; for ``"none"`` it is only a reparametrisation (the intercept absorbs it). Sums are
-    float64; the covariance costs one pass N * D^2 (about 1.3 gradients at D=512, K=100).
+    float64; the covariance costs one pass N * D^2 (about 1.3 gradients at D=512, K=100). With a
+    process ``group`` the sums are over every rank's rows (two all-reduces: D + 1, then D^2).
     """
     if standardize not in ("none", "feature", "scalar"):
         raise ValueError(f"standardize should be 'none', 'feature' or 'scalar', got {standardize!r}")
     d = X.shape[1]
     w64 = weight.to(device=device, dtype=torch.float64)
-    wsum = float(w64.sum())
-    s1 = torch.zeros(d, dtype=torch.float64, device=device)
+    s1 = torch.zeros(d + 1, dtype=torch.float64, device=device)  # [sum w x, sum w]
     for r0, xc in iter_chunks(X, chunk_rows, device, dtype):
-        s1 += (w64[r0:r0 + xc.shape[0]].to(dtype) @ xc).double()
-    mean = s1 / wsum
+        s1[:d] += (w64[r0:r0 + xc.shape[0]].to(dtype) @ xc).double()
+    s1[d] = w64.sum()
+    _group.sum_(s1, group)
+    wsum = float(s1[d])
+    mean = s1[:d] / wsum
     gram = torch.zeros(d, d, dtype=torch.float64, device=device)
     mean_c = mean.to(dtype)
     for r0, xc in iter_chunks(X, chunk_rows, device, dtype):
         xc = xc - mean_c
         gram += (xc.T @ (xc * w64[r0:r0 + xc.shape[0]].to(dtype)[:, None])).double()
+    _group.sum_(gram, group)
     cov = gram / wsum
     if standardize == "feature":
         std = cov.diagonal().sqrt()

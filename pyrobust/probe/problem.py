@@ -15,6 +15,7 @@ import torch
 
 from pyrobust.checks import check_choice, check_int
 from pyrobust.probe import data as _data
+from pyrobust.probe import group as _group
 
 __all__ = ["Problem", "gap_tolerance", "GAP_RTOL"]
 
@@ -32,16 +33,20 @@ class Problem:
     """Validated training data and the statistics shared by every C.
 
     ``compute_dtype``: ``"float32"`` / ``"float64"`` or ``torch.float32`` / ``torch.float64``.
+    ``process_group``: a ``torch.distributed`` group whose ranks each hold their own rows of
+    ``(X, y)``: the classes, weight sums and feature statistics are over every rank's rows, and
+    the solver all-reduces its sums over rows, so every rank solves the problem on all the rows.
     """
 
     def __init__(self, X, y, *, sample_weight=None, class_weight=None, standardize="none",
-                 device="cpu", compute_dtype=torch.float32, chunk_rows=None):
+                 device="cpu", compute_dtype=torch.float32, chunk_rows=None, process_group=None):
         compute_dtype = _data.as_compute_dtype(compute_dtype)
         check_choice(standardize, "standardize", ("none", "feature", "scalar"))
         if chunk_rows is not None:
             chunk_rows = check_int(chunk_rows, "chunk_rows", min=0)
+        self.group = _group.check_group(process_group)
         self.X = _data.as_feature_tensor(X, "X")
-        self.classes, codes = _data.encode_labels(y, "y")
+        self.classes, codes = _data.encode_labels(y, "y", self.group)
         n = self.X.shape[0]
         if codes.shape[0] != n:
             raise ValueError(f"X has {n} samples but y has {codes.shape[0]} labels")
@@ -74,15 +79,18 @@ class Problem:
             cw = _data.class_weight_array(class_weight, self.classes)
             weights = _data.sample_weights(codes, len(self.classes), sample_weight) * cw[codes]
         else:
-            weights = _data.sample_weights(codes, len(self.classes), sample_weight, class_weight)
-        if not weights.sum() > 0:
+            weights = _data.sample_weights(codes, len(self.classes), sample_weight, class_weight,
+                                           self.group)
+        wsum = _group.sum_(torch.tensor([weights.sum()], dtype=torch.float64), self.group)
+        if not wsum > 0:
             raise ValueError("the sample weights sum to zero: nothing to fit")
         self.k = 1 if len(self.classes) == 2 else len(self.classes)
-        self.wsum = float(weights.sum())
+        self.wsum = float(wsum)
         self.target = torch.from_numpy(codes).to(self.device)
         self.weight = torch.from_numpy(weights).to(self.device, compute_dtype)
         center, scale, (vecs, vals) = _data.feature_stats(
-            self.X, self.weight, standardize, self.chunk_rows or 65536, self.device, compute_dtype)
+            self.X, self.weight, standardize, self.chunk_rows or 65536, self.device, compute_dtype,
+            self.group)
         self.center, self.scale = center, scale
         self.eigvecs, self.eigvals = vecs.to(compute_dtype), vals.to(compute_dtype)
 
@@ -117,7 +125,7 @@ class Problem:
                 self.X, self.target, self.weight, lambdas, coef, intercept,
                 self.center.to(self.dtype), self.scale.to(self.dtype), self.eigvecs, self.eigvals,
                 op_tol, max_iter - int(n_iter.max()), history, self.chunk_rows, hs, hy, hl,
-                self.products)
+                self.products, _group.group_name(self.group))
             n_iter += it
             pairs = (hs, hy, float(lambdas[-1]))
             need = float(gap_tolerance(tol, self.objective(lambdas, coef, loss)).min())

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pyrobust.probe import data as _data
+from pyrobust.probe import group as _group
 
 __all__ = ["decision_scores", "head_metrics"]
 
@@ -46,7 +47,8 @@ def _metric_sums(scores: torch.Tensor, y: torch.Tensor, kn: torch.Tensor):
 
 
 def head_metrics(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray, codes: np.ndarray,
-                 known: np.ndarray, chunk_rows: int = 65536, device="cpu", dtype=torch.float32):
+                 known: np.ndarray, chunk_rows: int = 65536, device="cpu", dtype=torch.float32,
+                 group=None):
     """Accuracy and mean cross-entropy of a raw-feature head on ``(X, codes)``, computed chunk by
     chunk on ``device``: only two numbers leave it, never an ``(N, K)`` score matrix.
 
@@ -56,17 +58,20 @@ def head_metrics(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray, codes
         codes: ``(N,)`` int class codes (indices into the head's classes).
         known: ``(N,)`` bool, False for labels unseen in training: those count as wrong and are
             left out of the loss.
+        group: a ``torch.distributed`` group whose ranks each score their own rows: the metrics
+            are over every rank's rows (one all-reduce of four sums), the same on every rank.
 
     Returns:
         ``(accuracy, mean loss)`` as Python floats (the loss is NaN when no label is known).
     """
     y = torch.from_numpy(np.where(known, codes, 0)).to(device)
     kn = torch.from_numpy(known).to(device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    # [number correct, loss sum, rows, rows with a known label]
+    sums = torch.tensor([0.0, 0.0, len(known), int(known.sum())], dtype=torch.float64,
+                        device=device)
     for r0, s in _score_chunks(X, coef, intercept, chunk_rows, device, dtype):
         c, l = _metric_sums(s, y[r0:r0 + s.shape[0]], kn[r0:r0 + s.shape[0]])
-        correct += c
-        loss_sum += l
-    n_known = int(known.sum())
-    return (float(correct) / len(known), float(loss_sum) / n_known if n_known else float("nan"))
+        sums[0] += c
+        sums[1] += l
+    correct, loss_sum, n, n_known = _group.sum_(sums, group).tolist()
+    return (correct / n, loss_sum / n_known if n_known else float("nan"))

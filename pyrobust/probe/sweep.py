@@ -55,7 +55,8 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
                 device: str = "cpu", tol: float = 1e-4, max_iter: int = 1000, refit: bool = False,
                 progress: bool = True, sample_weight=None, class_weight=None, joint: int = 1,
                 chunk_rows: Optional[int] = None,
-                dtype: Union[str, torch.dtype] = torch.float32, history: int = 30) -> SweepResult:
+                dtype: Union[str, torch.dtype] = torch.float32, history: int = 30,
+                process_group=None) -> SweepResult:
     """Fit the L2 logistic probe for every C of a grid and score it on validation data.
 
     Args:
@@ -81,6 +82,11 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
             references), or its name (``"float32"``, ``"float64"``) as ``LogisticProbe`` takes
             it; the best estimator is made in it too.
         history: L-BFGS pairs kept (and carried from one C to the next).
+        process_group: a ``torch.distributed`` group (e.g. ``torch.distributed.group.WORLD``)
+            whose ranks each pass their own rows of train and val (at least one of each; every
+            other argument the same). The label set, weight sums, feature statistics, the solver's
+            sums over rows and the val metrics are reduced over the group, and every rank returns
+            the same result: the sweep on the concatenated rows. ``refit`` is refused with it.
 
     Returns:
         :class:`SweepResult`.
@@ -92,6 +98,9 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
     joint = check_int(joint, "joint", min=1)
     history = check_int(history, "history", min=1)
     refit = check_bool(refit, "refit")
+    if refit and process_group is not None:
+        raise ValueError("refit=True is not supported with a process_group (it would gather train "
+                         "and val on one process); refit the best C yourself")
     # validation data first: a mistake there is reported before the training statistics are made
     Xv = _data.as_feature_tensor(X_val, "X_val")
     d_train = _data.as_feature_tensor(X_train, "X").shape[1]
@@ -103,7 +112,7 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
     _data.check_finite(Xv, 65536, "X_val")
     prob = Problem(X_train, y_train, sample_weight=sample_weight, class_weight=class_weight,
                    standardize=standardize, device=device, compute_dtype=dtype,
-                   chunk_rows=chunk_rows)
+                   chunk_rows=chunk_rows, process_group=process_group)
     if not isinstance(X_val, np.memmap):
         Xv = _data.to_device_if_fits(Xv, prob.device)  # scored once per C: moved once
     known = np.isin(yv, prob.classes)
@@ -138,7 +147,8 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
             coefs.append(cf)
             intercepts.append(ic)
             out["val_accuracy"][i], out["val_loss"][i] = head_metrics(
-                Xv, cf, ic, codes_v, known, device=prob.device, dtype=prob.dtype)
+                Xv, cf, ic, codes_v, known, device=prob.device, dtype=prob.dtype,
+                group=prob.group)
             out["train_loss"][i] = float(loss[j])
             out["grad_norm"][i] = float(gn[j])
             out["gap"][i] = float(gap[j])
