@@ -15,12 +15,11 @@ in-place mix cannot beat (one read and one write of the batch: ``copy_``).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 import warnings
 
 import torch
+import torch.utils.benchmark as benchmark
 
 from pyrobust.augment import CutMix, Cutout, MixUp, SmoothMix
 from pyrobust.augment import timm as timm_dropin
@@ -28,25 +27,11 @@ from pyrobust.ops import mix as mix_ops
 
 
 def measure(fn, min_time: float, device: str) -> float:
-    """Seconds per call: median of repeated timed blocks after a warm-up."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    """Seconds per call: the median of ``torch.utils.benchmark``'s blocked runs after a warm-up
+    (it synchronises CUDA itself), with torch's current thread count."""
     fn()
-    sync()
-    start = time.perf_counter()
-    fn()
-    sync()
-    once = max(time.perf_counter() - start, 1e-6)
-    per_block = max(1, int(0.1 / once))
-    blocks = []
-    deadline = time.perf_counter() + min_time
-    while time.perf_counter() < deadline or len(blocks) < 5:
-        t0 = time.perf_counter()
-        for _ in range(per_block):
-            fn()
-        sync()
-        blocks.append((time.perf_counter() - t0) / per_block)
-    blocks.sort()
-    return blocks[len(blocks) // 2]
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_time).median
 
 
 def plain_smoothmix_circle(x: torch.Tensor, y: torch.Tensor, num_classes: int):
