@@ -459,3 +459,116 @@ def test_cuda_gradients():
     partner = torch.tensor([1, 1, 3, 0], device="cuda")
     params = random_params(4, 5, 4, "trapezoid").cuda()
     assert torch.autograd.gradcheck(lambda t: mix_ops.mix(t, partner, params, "trapezoid", True, None), (x,))
+
+
+# -- mix_pairs_: the in-place flipped-pair mix -------------------------------------------------
+
+def _pair_decisions(n, h, w, seed, mode=None, invert=None):
+    """Per-sample params, modes (-1 left as is, or a random profile) and invert flags."""
+    g = torch.Generator().manual_seed(seed)
+    modes = torch.randint(-1, 3, (n,), generator=g) if mode is None else \
+        torch.full((n,), mix_ops.MASK_MODES.index(mode), dtype=torch.long)
+    flags = torch.randint(0, 2, (n,), generator=g).bool() if invert is None else torch.full((n,), invert)
+    params = torch.zeros(n, mix_ops.MIX_PARAMS)
+    for k, name in enumerate(mix_ops.MASK_MODES):
+        rows = modes == k
+        params[rows] = random_params(n, h, w, name, seed + k)[rows]
+    return params, modes, flags
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 7),
+    c=st.integers(1, 4),
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    dtype=st.sampled_from(DTYPES),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_mix_pairs_matches_reference(n, c, h, w, dtype, channels_last, seed):
+    x = random_images(n, c, h, w, dtype, channels_last, seed=seed)
+    params, modes, invert = _pair_decisions(n, h, w, seed)
+    expected = reference.mix_pairs(x, params, modes, invert)
+    out = x.clone()
+    assert mix_ops.mix_pairs_(out, params, modes, invert) is out
+    check_close(out, expected, dtype)
+    flip = torch.arange(n - 1, -1, -1)
+    for k in range(n):  # untouched samples stay bit for bit
+        if modes[k] < 0 or flip[k] == k:
+            assert torch.equal(out[k], x[k])
+    if channels_last and n:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
+@pytest.mark.parametrize("invert", [False, True])
+def test_mix_pairs_equals_mix_with_the_flipped_batch(dtype, channels_last, mode, invert):
+    # The same rows as mix(): bit for bit the functional op's result with partner = flip, the
+    # middle sample of the odd batch copied. Rows of 71 and 213 values: uint8's 32-wide loop and
+    # its tail.
+    n, c, h, w = 5, 3, 37, 71
+    x = random_images(n, c, h, w, dtype, channels_last, seed=13)
+    params, modes, flags = _pair_decisions(n, h, w, 14, mode, invert)
+    flip = torch.arange(n - 1, -1, -1)
+    expected = mix_ops.mix(x, flip, params, mode, invert)
+    out = mix_ops.mix_pairs_(x.clone(), params, modes, flags)
+    assert torch.equal(out, expected)
+    if dtype == torch.uint8:
+        check_uint8_rounding(out, x, flip, params, mode, invert, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_mix_pairs_rows_longer_than_a_chunk(dtype):
+    # channels_last rows of 3 * 2900 values: several of the kernel's chunks, and a partial one.
+    # In the pair (2, 3), sample 3 is left as is while 2 mixes with it.
+    n, c, h, w = 6, 3, 5, 2900
+    x = random_images(n, c, h, w, dtype, True, seed=15)
+    params, modes, flags = _pair_decisions(n, h, w, 16, "gaussian", True)
+    modes[3] = -1
+    out = mix_ops.mix_pairs_(x.clone(), params, modes, flags)
+    check_close(out, reference.mix_pairs(x, params, modes, flags), dtype)
+    assert torch.equal(out[3], x[3])
+
+
+def test_mix_pairs_rejects_bad_arguments():
+    x = random_images(4, 3, 5, 6, torch.float32)
+    params, modes, flags = _pair_decisions(4, 5, 6, 0, "constant", False)
+    with pytest.raises(RuntimeError, match="mixed in place"):
+        mix_ops.mix_pairs_(x.transpose(2, 3), params, modes, flags)
+    with pytest.raises(ValueError, match="modes"):
+        mix_ops.mix_pairs_(x, params, torch.tensor([0, 1, 3, -1]), flags)
+    with pytest.raises(RuntimeError, match="invert should be bool"):
+        mix_ops.mix_pairs_(x, params, modes, flags.long())
+    with pytest.raises(RuntimeError, match="params"):
+        mix_ops.mix_pairs_(x, params[:3], modes, flags)
+
+
+def test_mix_pairs_opcheck():
+    x = random_images(5, 3, 5, 6, torch.float32)
+    params, modes, flags = _pair_decisions(5, 5, 6, 1)
+    # A mutating op: its schema, fake kernel and (absent) autograd registration.
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default, (x, params, modes, flags), test_utils=utils)
+    torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default,
+                          (x.contiguous(memory_format=torch.channels_last), params, modes, flags),
+                          test_utils=utils)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("h,w", [(17, 23), (6, 301)])
+def test_cuda_mix_pairs_matches_cpu(dtype, channels_last, h, w):
+    for n in (5, 6):
+        x = random_images(n, 3, h, w, dtype, channels_last, seed=n)
+        params, modes, flags = _pair_decisions(n, h, w, n + 1)
+        cpu = mix_ops.mix_pairs_(x.clone(), params, modes, flags)
+        gpu = mix_ops.mix_pairs_(x.cuda(), params, modes, flags)  # host params travel with the launch
+        check_close(gpu.cpu(), reference.mix_pairs(x, params, modes, flags), dtype)
+        check_close(gpu.cpu(), cpu.double(), dtype)
+        gpu = mix_ops.mix_pairs_(x.cuda(), params.cuda(), modes, flags)
+        check_close(gpu.cpu(), cpu.double(), dtype)
+

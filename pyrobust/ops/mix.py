@@ -68,6 +68,29 @@ def mix(
     return _ops.mix(images, partner, params, mode, invert, fill)
 
 
+def mix_pairs_(images: torch.Tensor, params: torch.Tensor, modes: torch.Tensor,
+               invert: torch.Tensor) -> torch.Tensor:
+    """Mix each pair ``(i, N - 1 - i)`` of ``images`` with each other, in place.
+
+    From the originals of both, ``images[i] = G_i images[i] + (1 - G_i) images[j]`` and
+    ``images[j] = G_j images[j] + (1 - G_j) images[i]`` for ``i < N // 2``, ``j = N - 1 - i``:
+    the flipped-batch mix that timm does in place, reading and writing each pair once (two passes
+    over memory, where ``mix(out=)`` and a copy back take three).
+
+    Args:
+        images: ``(N, C, H, W)`` as for ``mix``, contiguous or channels_last (mixed in place).
+        params: ``(N, 6)`` float32 mask parameters, on the images' device or the CPU.
+        modes: ``(N,)`` int64 on the CPU: sample k's profile, ``MASK_MODES.index(name)``
+            (0 gaussian, 1 trapezoid, 2 constant), or -1 to leave the sample as it is. The
+            middle sample of an odd batch is always left as it is.
+        invert: ``(N,)`` bool on the CPU: sample k's mask is ``1 - gy * gx``.
+
+    Returns:
+        ``images``, mixed (uint8 rounded to nearest, as ``mix``). Not differentiable.
+    """
+    return _ops.mix_pairs_(images, params, modes, invert)
+
+
 def mix_mask(params: torch.Tensor, mode: str, invert: bool, height: int, width: int) -> torch.Tensor:
     """The masks ``G`` that ``mix`` applies, materialised: ``(N, H, W)`` float32."""
     height, width = check_int(height, "height", min=0), check_int(width, "width", min=0)
@@ -231,6 +254,18 @@ def _mix_draw_fake(n, height, width, family, args, p, per_sample, pairing, mix_l
 def _mix_fake(images, partner, params, mode, invert, fill):
     _checks.check_mix_images(images, partner, params, mode)
     return torch.empty_like(images, memory_format=torch._prims_common.suggest_memory_format(images))
+
+
+@torch.library.register_fake("pyrobust::mix_pairs_")
+def _mix_pairs_fake(images, params, modes, invert):
+    n = images.shape[0]
+    check_images = torch.empty((n,), dtype=torch.long)
+    _checks.check_mix_images(images, check_images, params, "constant")
+    _checks.check(modes.dim() == 1 and modes.shape[0] == n and modes.dtype == torch.int64,
+                  f"modes should be a 1-D int64 tensor of length {n}, got {modes.dtype} of shape {tuple(modes.shape)}")
+    _checks.check(invert.dim() == 1 and invert.shape[0] == n and invert.dtype == torch.bool,
+                  f"invert should be a 1-D bool tensor of length {n}, got {invert.dtype} of shape {tuple(invert.shape)}")
+    return images
 
 
 @torch.library.register_fake("pyrobust::mix_mask")

@@ -40,15 +40,19 @@ __device__ __forceinline__ uint8_t store<uint8_t, float>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(v, 0.f), 255.f) + 0.5f);
 }
 
-// gy: (N, H); gx: (N, inner), the x-profile repeated per channel for channels-last rows.
-__global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode, int64_t n,
-                                int64_t h, int64_t w, int64_t reps, float* __restrict__ gy,
+// gy: (N, H); gx: (N, inner), the x-profile repeated per channel for channels-last rows. Sample
+// i in profile modes[i] (skipped where negative) when `modes` is given, else all in `mode`.
+__global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode,
+                                const int64_t* __restrict__ modes, int64_t n, int64_t h,
+                                int64_t w, int64_t reps, float* __restrict__ gy,
                                 float* __restrict__ gx) {
   const int64_t per = h + w * reps;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n * per;
        t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t i = t / per;
     const int64_t k = t % per;
+    if (modes != nullptr && modes[i] < 0) continue;
+    if (modes != nullptr) mode = static_cast<MaskMode>(modes[i]);
     const float* p = params + i * kMixParams;
     if (k < h) {
       gy[i * h + k] = mask_profile(mode, p, 1, k);
@@ -128,14 +132,14 @@ int blocks_for(int64_t work) {
 }
 
 void compute_profiles(const at::Tensor& params, MaskMode mode, const Layout& lay, at::Tensor& gy,
-                      at::Tensor& gx) {
+                      at::Tensor& gx, const int64_t* modes = nullptr) {
   const int64_t reps = lay.channels_last ? lay.c : 1;
   gy = at::empty({lay.n, lay.h}, params.options());
   gx = at::empty({lay.n, lay.w * reps}, params.options());
   const int64_t work = lay.n * (lay.h + lay.w * reps);
   if (work == 0) return;
   profiles_kernel<<<blocks_for(work), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      params.data_ptr<float>(), mode, lay.n, lay.h, lay.w, reps, gy.data_ptr<float>(),
+      params.data_ptr<float>(), mode, modes, lay.n, lay.h, lay.w, reps, gy.data_ptr<float>(),
       gx.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -228,6 +232,78 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return out;
+}
+
+// pyrobust::mix_pairs_: one warp per row pair, rows i and j = N - 1 - i of one (channel, y). Each
+// lane loads its values of both rows, then writes both blends where they were: nothing it writes
+// is read by another lane, so the pair is mixed in place with one read and one write of each.
+template <typename T>
+__global__ void mix_pairs_kernel(T* x, const int64_t* __restrict__ modes,
+                                 const bool* __restrict__ invert, const float* __restrict__ gy,
+                                 const float* __restrict__ gx, int64_t n, int64_t rows,
+                                 int64_t inner, int64_t h) {
+  using A = typename Compute<T>::type;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  const int64_t half = n / 2;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+       row < half * rows; row += warps) {
+    const int64_t i = row / rows;
+    const int64_t r = row - i * rows;
+    const int64_t j = n - 1 - i;
+    const bool mi = modes[i] >= 0, mj = modes[j] >= 0;
+    if (!mi && !mj) continue;
+    T* a = x + row * inner;
+    T* b = x + (j * rows + r) * inner;
+    const A base_i = invert[i] ? A(1) : A(0), base_j = invert[j] ? A(1) : A(0);
+    const A gy_i = static_cast<A>(gy[i * h + r % h]) * (invert[i] ? A(-1) : A(1));
+    const A gy_j = static_cast<A>(gy[j * h + r % h]) * (invert[j] ? A(-1) : A(1));
+    const float* gx_i = gx + i * inner;
+    const float* gx_j = gx + j * inner;
+    for (int64_t k0 = lane; k0 < inner; k0 += 32 * kUnroll) {
+      A av[kUnroll] = {}, bv[kUnroll] = {}, gi[kUnroll] = {}, gj[kUnroll] = {};
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < inner) {
+          av[u] = static_cast<A>(a[k]);
+          bv[u] = static_cast<A>(b[k]);
+          if (mi) gi[u] = static_cast<A>(gx_i[k]);
+          if (mj) gj[u] = static_cast<A>(gx_j[k]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < inner) {
+          if (mi) a[k] = blend<T, A>(base_i + gy_i * gi[u], av[u], bv[u]);
+          if (mj) b[k] = blend<T, A>(base_j + gy_j * gj[u], bv[u], av[u]);
+        }
+      }
+    }
+  }
+}
+
+at::Tensor& mix_pairs_cuda(at::Tensor& images, const at::Tensor& params_in,
+                           const at::Tensor& modes_in, const at::Tensor& invert_in) {
+  const Layout lay = check_mix_pairs_args(images, params_in, modes_in, invert_in);
+  TORCH_CHECK(images.is_cuda(), "images should be on a CUDA device, got ", images.device());
+  c10::cuda::CUDAGuard guard(images.device());
+  if (images.numel() == 0 || lay.n < 2) return images;
+  const auto dev = on_device({params_in, modes_in, invert_in}, images.device());
+  const int64_t* modes = dev[1].data_ptr<int64_t>();
+  at::Tensor gy, gx;
+  compute_profiles(dev[0], MaskMode::kConstant, lay, gy, gx, modes);
+  const int64_t rows = (lay.n / 2) * lay.rows();
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_pairs_cuda", [&] {
+        mix_pairs_kernel<scalar_t><<<blocks_for(rows * 32), kThreads, 0,
+                                     at::cuda::getCurrentCUDAStream()>>>(
+            images.data_ptr<scalar_t>(), modes, dev[2].data_ptr<bool>(), gy.data_ptr<float>(),
+            gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+  return images;
 }
 
 __global__ void outer_kernel(const float* __restrict__ gy, const float* __restrict__ gx,
@@ -383,6 +459,7 @@ TORCH_LIBRARY_IMPL(pyrobust, CUDA, m) {
   m.impl("mix_mask", &mix_mask_cuda);
   m.impl("mix_lambda", &mix_lambda_cuda);
   m.impl("mix_targets", &mix_targets_cuda);
+  m.impl("mix_pairs_", &mix_pairs_cuda);
 }
 
 }  // namespace pyrobust
