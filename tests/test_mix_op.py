@@ -572,3 +572,28 @@ def test_cuda_mix_pairs_matches_cpu(dtype, channels_last, h, w):
         gpu = mix_ops.mix_pairs_(x.cuda(), params.cuda(), modes, flags)
         check_close(gpu.cpu(), cpu.double(), dtype)
 
+
+def _misaligned_copy(x):
+    """``x``'s values in a tensor whose data starts one byte off any vector boundary."""
+    flat = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)[1:]
+    return flat.view(x.shape).copy_(x)
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("w", [224, 20, 21])  # 16-byte rows, 4-byte rows, byte rows
+@pytest.mark.parametrize("fill", [None, 77.0])
+def test_cuda_uint8_vector_rows_are_bit_identical(channels_last, w, fill):
+    # Aligned rows take the 4- or 16-byte loads; the same values one byte off take the
+    # byte-per-lane rows: the results agree bit for bit, and round as the CPU's rows do.
+    n, c, h = 5, 3, 9
+    x = random_images(n, c, h, w, torch.uint8, channels_last, device="cuda", seed=w)
+    partner, params = torch.tensor([4, 2, 0, 1, 3]), random_params(n, h, w, "gaussian", seed=w)
+    vec = mix_ops.mix(x, partner, params, "gaussian", False, fill)
+    off = _misaligned_copy(x.contiguous())
+    if channels_last:
+        off = _misaligned_copy(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
+    assert off.data_ptr() % 4 != 0 and torch.equal(off, x)
+    byte = mix_ops.mix(off, partner, params, "gaussian", False, fill)
+    assert torch.equal(vec.cpu(), byte.cpu())
+    check_uint8_rounding(vec.cpu(), x.cpu(), partner, params, "gaussian", False, fill)

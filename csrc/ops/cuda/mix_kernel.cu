@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "ops/mix.h"
@@ -125,6 +126,88 @@ __global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict_
   }
 }
 
+// uint8 rows of a multiple of V bytes (4 or 16) whose rows start V-aligned: each lane moves V
+// bytes of each input with one load (and V floats of the x-profile with V / 4 loads), so a warp
+// keeps kUnroll x 32 x V bytes per input in flight where the byte-per-lane rows keep 4 x 32. The
+// arithmetic is mix_kernel's, value for value: the results are bit-identical.
+template <int V>
+struct alignas(V) Bytes {
+  uint8_t v[V];
+};
+template <int V>
+struct alignas(4 * V) Floats {
+  float v[V];
+};
+
+template <int V>
+__global__ void mix_u8_vec_kernel(const uint8_t* __restrict__ src,
+                                  const int64_t* __restrict__ partner,
+                                  const float* __restrict__ gy, const float* __restrict__ gx,
+                                  int64_t n, int64_t rows, int64_t inner, int64_t h, bool invert,
+                                  bool use_fill, double fill, uint8_t* __restrict__ dst) {
+  const float base = invert ? 1.f : 0.f;
+  const float sign = invert ? -1.f : 1.f;
+  const float fill_a = static_cast<float>(fill);
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+       row < n * rows; row += warps) {
+    const int64_t i = row / rows;
+    const int64_t r = row - i * rows;
+    const int64_t j = use_fill ? i : partner[i];
+    const auto* a = reinterpret_cast<const Bytes<V>*>(src + row * inner);
+    auto* o = reinterpret_cast<Bytes<V>*>(dst + row * inner);
+    const int64_t chunks = inner / V;
+    if (!use_fill && j == i) {
+#pragma unroll 4
+      for (int64_t k = lane; k < chunks; k += 32) o[k] = a[k];
+      continue;
+    }
+    const auto* b = reinterpret_cast<const Bytes<V>*>(src + (j * rows + r) * inner);
+    const float gyv = gy[i * h + r % h] * sign;
+    const auto* g_x = reinterpret_cast<const Floats<V>*>(gx + i * inner);
+    for (int64_t k0 = lane; k0 < chunks; k0 += 32 * kUnroll) {
+      Bytes<V> av[kUnroll], bv[kUnroll];
+      Floats<V> gv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < chunks) {
+          av[u] = a[k];
+          if (!use_fill) bv[u] = b[k];
+          gv[u] = g_x[k];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < chunks) {
+          Bytes<V> out;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            const float bf = use_fill ? fill_a : static_cast<float>(bv[u].v[e]);
+            out.v[e] = blend<uint8_t, float>(base + gyv * gv[u].v[e],
+                                             static_cast<float>(av[u].v[e]), bf);
+          }
+          o[k] = out;
+        }
+      }
+    }
+  }
+}
+
+// The bytes each lane of the uint8 rows moves at once: 16 or 4 where every row's length and
+// start allow (the inputs, the output and the x-profile rows aligned to it), else 1.
+int u8_vector_width(const at::Tensor& images, const at::Tensor& out, int64_t inner) {
+  const auto aligned = [&](int v) {
+    return inner % v == 0 && reinterpret_cast<uintptr_t>(images.data_ptr()) % v == 0 &&
+           reinterpret_cast<uintptr_t>(out.data_ptr()) % v == 0;
+  };
+  if (aligned(16)) return 16;
+  if (aligned(4)) return 4;
+  return 1;
+}
+
 int blocks_for(int64_t work) {
   const int64_t sm = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t wanted = (work + kThreads - 1) / kThreads;
@@ -221,6 +304,25 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   at::Tensor gy, gx;
   compute_profiles(params, mode, lay, gy, gx);
   const int64_t rows = lay.n * lay.rows();
+  const int width = images.scalar_type() == at::kByte ? u8_vector_width(images, out, lay.inner())
+                                                      : 1;
+  if (width > 1) {
+    const auto launch = [&](auto vec) {
+      mix_u8_vec_kernel<decltype(vec)::value>
+          <<<blocks_for(rows * 32), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              images.data_ptr<uint8_t>(), partner.data_ptr<int64_t>(), gy.data_ptr<float>(),
+              gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h, invert,
+              fill.has_value(), saturated_fill(fill.value_or(0.0), images.scalar_type()),
+              out.data_ptr<uint8_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (width == 16) {
+      launch(std::integral_constant<int, 16>{});
+    } else {
+      launch(std::integral_constant<int, 4>{});
+    }
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND3(
       at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cuda", [&] {
         mix_kernel<scalar_t><<<blocks_for(rows * 32), kThreads, 0,
