@@ -549,12 +549,10 @@ def test_mix_pairs_rejects_bad_arguments():
 def test_mix_pairs_opcheck():
     x = random_images(5, 3, 5, 6, torch.float32)
     params, modes, flags = _pair_decisions(5, 5, 6, 1)
-    # A mutating op: its schema, fake kernel and (absent) autograd registration.
-    utils = ("test_schema", "test_autograd_registration", "test_faketensor")
-    torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default, (x, params, modes, flags), test_utils=utils)
+    # A mutating op returning nothing: schema, fake kernel, and functionalized under AOT dispatch.
+    torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default, (x, params, modes, flags))
     torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default,
-                          (x.contiguous(memory_format=torch.channels_last), params, modes, flags),
-                          test_utils=utils)
+                          (x.contiguous(memory_format=torch.channels_last), params, modes, flags))
 
 
 @needs_cuda
@@ -597,3 +595,37 @@ def test_cuda_uint8_vector_rows_are_bit_identical(channels_last, w, fill):
     byte = mix_ops.mix(off, partner, params, "gaussian", False, fill)
     assert torch.equal(vec.cpu(), byte.cpu())
     check_uint8_rounding(vec.cpu(), x.cpu(), partner, params, "gaussian", False, fill)
+
+
+# -- mix_gather.out: the mix of a list of samples ----------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("fill", [None, 0.25])
+def test_mix_gather_equals_mix_of_the_stacked_batch(dtype, channels_last, fill):
+    n, c, h, w = 5, 3, 9, 37
+    x = random_images(n, c, h, w, dtype, channels_last, seed=17)
+    partner, params = torch.tensor([3, 0, 2, 4, 1]), random_params(n, h, w, "gaussian", seed=18)
+    expected = mix_ops.mix(x, partner, params, "gaussian", True, fill)
+    for samples in ([x[i].clone() for i in range(n)],  # laid out as a row of the batch
+                    [x[i].contiguous() for i in range(n)]):  # (C, H, W): copied first for a channels_last out
+        out = torch.empty_like(x)
+        mix_ops.mix_gather(samples, partner, params, "gaussian", True, fill, out=out)
+        assert torch.equal(out, expected)
+
+
+def test_mix_gather_rejects_bad_arguments():
+    x = random_images(4, 3, 5, 6, torch.float32)
+    partner, params = torch.tensor([1, 0, 3, 2]), random_params(4, 5, 6, "constant")
+    samples = [x[i].clone() for i in range(4)]
+    out = torch.empty_like(x)
+    with pytest.raises(RuntimeError, match="samples should hold 4"):
+        mix_ops.mix_gather(samples[:3], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match=r"samples\[1\] should have shape"):
+        mix_ops.mix_gather([samples[0], samples[1][:, :4]] + samples[2:], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match=r"samples\[2\] should be"):
+        mix_ops.mix_gather(samples[:2] + [samples[2].double()] + samples[3:], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match=r"must not alias samples\[0\]"):
+        mix_ops.mix_gather([out[0]] + samples[1:], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match="partner"):
+        mix_ops.mix_gather(samples, torch.tensor([1, 0, 3, 4]), params, "constant", out=out)

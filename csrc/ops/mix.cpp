@@ -12,13 +12,18 @@
 //     targets[i] = s / K + (1 - s) * (lam[i] * onehot(labels[i]) + (1 - lam[i]) *
 //     onehot(labels[partner[i]])), float32 (N, K); the partner's term only for a mixed sample.
 //     `images` gives the batch's size and device: the targets of a mix are made where it is.
-//   mix_pairs_(images, params, modes, invert) -> images, mixed in place, pair by pair: for
+//   mix_gather.out(samples, partner, params, mode, invert, fill, *, out): mix.out of the batch
+//     that stacking `samples` (N tensors (C, H, W)) would make, read from where each sample lies:
+//     the stacking pass that a collate would make first is saved (DataLoader workers).
+//   mix_pairs_(images, params, modes, invert) -> (): images mixed in place, pair by pair: for
 //     i < N / 2 and j = N - 1 - i, from the originals of both,
 //       images[i] = G_i images[i] + (1 - G_i) images[j],  images[j] = G_j images[j] + (1 - G_j) images[i],
 //     G_k from params[k] in the profile modes[k] (0 gaussian, 1 trapezoid, 2 constant), inverted
 //     where invert[k]. A sample with modes[k] = -1 is left as it is, as is the middle sample of an
 //     odd batch. Each pair is read once and written once: two passes over memory, where mix.out
-//     into a scratch and a copy back take three (timm's in-place, flipped-batch mixing).
+//     into a scratch and a copy back take three (timm's in-place, flipped-batch mixing). It
+//     returns nothing, so that torch.compile can functionalize it (a custom op may not return
+//     an alias of its input).
 #include "ops/mix.h"
 
 #include <ATen/MemoryOverlap.h>
@@ -96,6 +101,29 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
                                            : at::get_overlap_status(out, images);
   TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
               "out must not alias images (not even in part): out[i] reads images[partner[i]]");
+}
+
+MaskMode check_mix_gather_args(at::TensorList samples, const at::Tensor& partner,
+                               const at::Tensor& params, const std::string& mode,
+                               const at::Tensor& out) {
+  const MaskMode parsed = check_mix_args(out, partner, params, mode);
+  TORCH_CHECK(out.is_contiguous() || out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "out should be contiguous or channels_last, got strides ", out.strides());
+  TORCH_CHECK(static_cast<int64_t>(samples.size()) == out.size(0), "samples should hold ",
+              out.size(0), " tensors, one per row of out, got ", samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const at::Tensor& s = samples[i];
+    TORCH_CHECK(s.dim() == 3 && s.sizes() == out.sizes().slice(1), "samples[", i,
+                "] should have shape ", out.sizes().slice(1), ", got ", s.sizes());
+    TORCH_CHECK(s.scalar_type() == out.scalar_type() && s.device() == out.device(), "samples[",
+                i, "] should be ", out.scalar_type(), " on ", out.device(), ", got ",
+                s.scalar_type(), " on ", s.device());
+    const auto overlap =
+        s.numel() == 0 ? at::MemOverlapStatus::No : at::get_overlap_status(out, s);
+    TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
+                "out must not alias samples[", i, "]");
+  }
+  return parsed;
 }
 
 Layout check_mix_pairs_args(const at::Tensor& images, const at::Tensor& params,
@@ -218,12 +246,12 @@ std::tuple<at::Tensor, at::Tensor> mix_targets(const at::Tensor& images, const a
                  mix_labels);
 }
 
-at::Tensor& mix_pairs_(at::Tensor& images, const at::Tensor& params, const at::Tensor& modes,
-                       const at::Tensor& invert) {
+void mix_pairs_(const at::Tensor& images, const at::Tensor& params, const at::Tensor& modes,
+                const at::Tensor& invert) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("pyrobust::mix_pairs_", "")
                        .typed<decltype(mix_pairs_)>();
-  return op.call(images, params, modes, invert);
+  op.call(images, params, modes, invert);
 }
 
 namespace {
@@ -255,7 +283,10 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       "mix_targets(Tensor images, Tensor labels, Tensor partner, Tensor params, str mode,"
       " bool invert, int num_classes, float label_smoothing, bool mix_labels)"
       " -> (Tensor, Tensor)");
-  m.def("mix_pairs_(Tensor(a!) images, Tensor params, Tensor modes, Tensor invert) -> Tensor(a!)");
+  m.def(
+      "mix_gather.out(Tensor[] samples, Tensor partner, Tensor params, str mode, bool invert,"
+      " float? fill, *, Tensor(a!) out) -> Tensor(a!)");
+  m.def("mix_pairs_(Tensor(a!) images, Tensor params, Tensor modes, Tensor invert) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {

@@ -68,6 +68,32 @@ def mix(
     return _ops.mix(images, partner, params, mode, invert, fill)
 
 
+def mix_gather(
+    samples: Sequence[torch.Tensor],
+    partner: torch.Tensor,
+    params: torch.Tensor,
+    mode: str,
+    invert: bool = False,
+    fill: Optional[float] = None,
+    *,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """``mix(torch.stack(samples), partner, params, mode, invert, fill, out=out)`` without the
+    stack: each sample is read where it lies (a collate's list of samples in, the mixed batch
+    out, one pass over memory). Bit for bit the result of the stacked call.
+
+    Args:
+        samples: N ``(C, H, W)`` CPU tensors of ``out``'s dtype, each contiguous (or ``(H, W, C)``
+            in memory for a channels_last ``out``; others are copied so first).
+        partner, params, mode, invert, fill: as for ``mix``.
+        out: ``(N, C, H, W)``, contiguous or channels_last, aliasing no sample.
+
+    Returns:
+        ``out``. An eager (data loader) op: not differentiable, not traced.
+    """
+    return _ops.mix_gather.out(list(samples), partner, params, mode, invert, fill, out=out)
+
+
 def mix_pairs_(images: torch.Tensor, params: torch.Tensor, modes: torch.Tensor,
                invert: torch.Tensor) -> torch.Tensor:
     """Mix each pair ``(i, N - 1 - i)`` of ``images`` with each other, in place.
@@ -88,7 +114,8 @@ def mix_pairs_(images: torch.Tensor, params: torch.Tensor, modes: torch.Tensor,
     Returns:
         ``images``, mixed (uint8 rounded to nearest, as ``mix``). Not differentiable.
     """
-    return _ops.mix_pairs_(images, params, modes, invert)
+    _ops.mix_pairs_(images, params, modes, invert)
+    return images
 
 
 def mix_mask(params: torch.Tensor, mode: str, invert: bool, height: int, width: int) -> torch.Tensor:
@@ -265,7 +292,6 @@ def _mix_pairs_fake(images, params, modes, invert):
                   f"modes should be a 1-D int64 tensor of length {n}, got {modes.dtype} of shape {tuple(modes.shape)}")
     _checks.check(invert.dim() == 1 and invert.shape[0] == n and invert.dtype == torch.bool,
                   f"invert should be a 1-D bool tensor of length {n}, got {invert.dtype} of shape {tuple(invert.shape)}")
-    return images
 
 
 @torch.library.register_fake("pyrobust::mix_mask")

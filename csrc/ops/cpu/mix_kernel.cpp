@@ -85,8 +85,10 @@ void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float*
   });
 }
 
+// The rows of mix.out and mix_gather.out: sample i's values start at src[i] (laid out as one
+// sample of `lay`), the output is the batch `dst`.
 template <typename T>
-void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, const float* gx,
+void mix_rows(const T* const* src, const int64_t* partner, const float* gy, const float* gx,
               const Layout& lay, bool invert, bool use_fill, double fill_value,
               T* __restrict dst) {
   using A = typename Compute<T>::type;
@@ -107,14 +109,14 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
       const int64_t r = row % rows;
       const int64_t yy = r % lay.h;
       const A gyv = static_cast<A>(gy[i * lay.h + yy]) * sign;
-      const T* a = src + i * sample + r * inner;
+      const T* a = src[i] + r * inner;
       T* o = dst + i * sample + r * inner;
       if (!use_fill && partner[i] == i) {
         // G x + (1 - G) x is x, but not bit for bit in floating point: copy unmixed samples.
         std::copy(a, a + inner, o);
         continue;
       }
-      const T* b = use_fill ? nullptr : src + partner[i] * sample + r * inner;
+      const T* b = use_fill ? nullptr : src[partner[i]] + r * inner;
       if constexpr (std::is_same<T, float>::value) {
         if (stream) {
           blend_row_stream(a, b, fill, gx + i * inner, base, gyv, o, inner);
@@ -158,9 +160,42 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
   const double fill_value = saturated_fill(fill.value_or(0.0), images.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND3(
       at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cpu", [&] {
-        mix_rows<scalar_t>(images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data(),
-                           gx.data(), lay, invert, fill.has_value(), fill_value,
-                           out.data_ptr<scalar_t>());
+        const scalar_t* base = images.data_ptr<scalar_t>();
+        std::vector<const scalar_t*> src(n);
+        for (int64_t i = 0; i < n; ++i) src[i] = base + i * lay.rows() * lay.inner();
+        mix_rows<scalar_t>(src.data(), partner.data_ptr<int64_t>(), gy.data(), gx.data(), lay,
+                           invert, fill.has_value(), fill_value, out.data_ptr<scalar_t>());
+      });
+  return out;
+}
+
+at::Tensor& mix_gather_out_cpu(at::TensorList samples, const at::Tensor& partner_in,
+                               const at::Tensor& params_in, c10::string_view mode_name,
+                               bool invert, std::optional<double> fill, at::Tensor& out) {
+  const std::string mode_str(mode_name);
+  const MaskMode mode = check_mix_gather_args(samples, partner_in, params_in, mode_str, out);
+  check_mix_fill(fill);
+  const Layout lay = layout_of(out);
+  if (out.numel() == 0) return out;
+  // Each sample in the layout of one row of out: (C, H, W) contiguous, or (H, W, C) for a
+  // channels_last out. A sample already so (the usual case) is read where it lies.
+  std::vector<at::Tensor> kept(lay.n);
+  for (int64_t i = 0; i < lay.n; ++i) {
+    kept[i] = lay.channels_last ? samples[i].permute({1, 2, 0}).contiguous()
+                                : samples[i].contiguous();
+  }
+  const at::Tensor partner = partner_in.contiguous();
+  const at::Tensor params = params_in.contiguous();
+  if (!fill.has_value()) check_partner_range(partner, lay.n);
+  std::vector<float> gy(lay.n * lay.h), gx(lay.n * lay.inner());
+  fill_profiles(params.data_ptr<float>(), mode, lay, gy.data(), gx.data());
+  const double fill_value = saturated_fill(fill.value_or(0.0), out.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, out.scalar_type(), "pyrobust_mix_gather_cpu", [&] {
+        std::vector<const scalar_t*> src(lay.n);
+        for (int64_t i = 0; i < lay.n; ++i) src[i] = kept[i].data_ptr<scalar_t>();
+        mix_rows<scalar_t>(src.data(), partner.data_ptr<int64_t>(), gy.data(), gx.data(), lay,
+                           invert, fill.has_value(), fill_value, out.data_ptr<scalar_t>());
       });
   return out;
 }
@@ -218,12 +253,12 @@ void mix_pair_rows(T* x, const int64_t* modes, const bool* invert, const float* 
   });
 }
 
-at::Tensor& mix_pairs_cpu(at::Tensor& images, const at::Tensor& params_in,
-                          const at::Tensor& modes_in, const at::Tensor& invert_in) {
+void mix_pairs_cpu(const at::Tensor& images, const at::Tensor& params_in,
+                   const at::Tensor& modes_in, const at::Tensor& invert_in) {
   const Layout lay = check_mix_pairs_args(images, params_in, modes_in, invert_in);
   TORCH_CHECK(params_in.is_cpu(), "params should be on the CPU for CPU images, got ",
               params_in.device());
-  if (images.numel() == 0 || lay.n < 2) return images;
+  if (images.numel() == 0 || lay.n < 2) return;
   const at::Tensor params = params_in.contiguous();
   const at::Tensor modes = modes_in.contiguous();
   const at::Tensor invert = invert_in.contiguous();
@@ -235,7 +270,6 @@ at::Tensor& mix_pairs_cpu(at::Tensor& images, const at::Tensor& params_in,
         mix_pair_rows<scalar_t>(images.data_ptr<scalar_t>(), modes.data_ptr<int64_t>(),
                                 invert.data_ptr<bool>(), gy.data(), gx.data(), lay);
       });
-  return images;
 }
 
 at::Tensor mix_mask_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
@@ -344,6 +378,7 @@ TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
   m.impl("mix_lambda", &mix_lambda_cpu);
   m.impl("mix_targets", &mix_targets_cpu);
   m.impl("mix_pairs_", &mix_pairs_cpu);
+  m.impl("mix_gather.out", &mix_gather_out_cpu);
 }
 
 }  // namespace pyrobust

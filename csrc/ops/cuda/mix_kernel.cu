@@ -386,12 +386,12 @@ __global__ void mix_pairs_kernel(T* x, const int64_t* __restrict__ modes,
   }
 }
 
-at::Tensor& mix_pairs_cuda(at::Tensor& images, const at::Tensor& params_in,
-                           const at::Tensor& modes_in, const at::Tensor& invert_in) {
+void mix_pairs_cuda(const at::Tensor& images, const at::Tensor& params_in,
+                    const at::Tensor& modes_in, const at::Tensor& invert_in) {
   const Layout lay = check_mix_pairs_args(images, params_in, modes_in, invert_in);
   TORCH_CHECK(images.is_cuda(), "images should be on a CUDA device, got ", images.device());
   c10::cuda::CUDAGuard guard(images.device());
-  if (images.numel() == 0 || lay.n < 2) return images;
+  if (images.numel() == 0 || lay.n < 2) return;
   const auto dev = on_device({params_in, modes_in, invert_in}, images.device());
   const int64_t* modes = dev[1].data_ptr<int64_t>();
   at::Tensor gy, gx;
@@ -405,7 +405,6 @@ at::Tensor& mix_pairs_cuda(at::Tensor& images, const at::Tensor& params_in,
             gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-  return images;
 }
 
 __global__ void outer_kernel(const float* __restrict__ gy, const float* __restrict__ gx,
