@@ -20,7 +20,8 @@
 //       images[i] = G_i images[i] + (1 - G_i) images[j],  images[j] = G_j images[j] + (1 - G_j) images[i],
 //     G_k from params[k] in the profile modes[k] (0 gaussian, 1 trapezoid, 2 constant), inverted
 //     where invert[k]. A sample with modes[k] = -1 is left as it is, as is the middle sample of an
-//     odd batch. Each pair is read once and written once: two passes over memory, where mix.out
+//     odd batch, and a row whose mask is 1 throughout by its inverted y-profile (outside a box):
+//     the same values for finite images, not rewritten. Each pair is read once and written once: two passes over memory, where mix.out
 //     into a scratch and a copy back take three (timm's in-place, flipped-batch mixing). It
 //     returns nothing, so that torch.compile can functionalize it (a custom op may not return
 //     an alias of its input).

@@ -233,10 +233,13 @@ void mix_pair_rows(T* x, const int64_t* modes, const bool* invert, const float* 
     for (int64_t pr = begin; pr < end; ++pr) {
       const int64_t i = pr / rows;
       const int64_t j = lay.n - 1 - i;
-      const bool mi = modes[i] >= 0, mj = modes[j] >= 0;
-      if (!mi && !mj) continue;
       const int64_t r = pr % rows;
       const int64_t yy = r % lay.h;
+      // A row whose inverted mask is 1 throughout (gy = 0: outside a box) keeps its values: it
+      // is neither blended nor written, and a row pair with nothing to write is not even read.
+      const bool mi = modes[i] >= 0 && !(invert[i] && gy[i * lay.h + yy] == 0.f);
+      const bool mj = modes[j] >= 0 && !(invert[j] && gy[j * lay.h + yy] == 0.f);
+      if (!mi && !mj) continue;
       T* a = x + i * sample + r * inner;
       T* b = x + j * sample + r * inner;
       const A base_i = invert[i] ? A(1) : A(0), base_j = invert[j] ? A(1) : A(0);

@@ -353,7 +353,10 @@ __global__ void mix_pairs_kernel(T* x, const int64_t* __restrict__ modes,
     const int64_t i = row / rows;
     const int64_t r = row - i * rows;
     const int64_t j = n - 1 - i;
-    const bool mi = modes[i] >= 0, mj = modes[j] >= 0;
+    // A row whose inverted mask is 1 throughout (gy = 0: outside a box) is left as it is, as on
+    // the CPU.
+    const bool mi = modes[i] >= 0 && !(invert[i] && gy[i * h + r % h] == 0.f);
+    const bool mj = modes[j] >= 0 && !(invert[j] && gy[j * h + r % h] == 0.f);
     if (!mi && !mj) continue;
     T* a = x + row * inner;
     T* b = x + (j * rows + r) * inner;
