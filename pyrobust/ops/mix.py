@@ -286,8 +286,8 @@ def _mix_fake(images, partner, params, mode, invert, fill):
 @torch.library.register_fake("pyrobust::mix_pairs_")
 def _mix_pairs_fake(images, params, modes, invert):
     n = images.shape[0]
-    check_images = torch.empty((n,), dtype=torch.long)
-    _checks.check_mix_images(images, check_images, params, "constant")
+    flip = torch.empty((n,), dtype=torch.long)  # the partners are implied: i with N - 1 - i
+    _checks.check_mix_images(images, flip, params, "constant")
     _checks.check(modes.dim() == 1 and modes.shape[0] == n and modes.dtype == torch.int64,
                   f"modes should be a 1-D int64 tensor of length {n}, got {modes.dtype} of shape {tuple(modes.shape)}")
     _checks.check(invert.dim() == 1 and invert.shape[0] == n and invert.dtype == torch.bool,
