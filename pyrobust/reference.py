@@ -61,6 +61,23 @@ def mix(
     return out.to(images.dtype)
 
 
+def mix_pairs(images: torch.Tensor, params: torch.Tensor, modes: torch.Tensor,
+              invert: torch.Tensor) -> torch.Tensor:
+    """``mix_pairs_`` out of place: for ``i < N // 2`` and ``j = N - 1 - i``, ``out[k] = G_k x[k] +
+    (1 - G_k) x[N - 1 - k]`` for k in (i, j), from the originals, with sample k's mask in mode
+    ``("gaussian", "trapezoid", "constant")[modes[k]]``, inverted where ``invert[k]``; samples with
+    ``modes[k] = -1`` and an odd batch's middle one unchanged."""
+    n = images.shape[0]
+    out = images.clone()
+    flip = torch.arange(n - 1, -1, -1)
+    for k in range(n):
+        if int(modes[k]) < 0 or int(flip[k]) == k:
+            continue
+        mode = ("gaussian", "trapezoid", "constant")[int(modes[k])]
+        out[k] = mix(images, flip, params, mode, bool(invert[k]))[k]
+    return out
+
+
 def mixed_targets(
     labels: torch.Tensor,
     partner: torch.Tensor,

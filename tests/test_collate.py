@@ -57,34 +57,39 @@ def test_workers_with_one_generator_draw_different_masks():
     assert not torch.equal(first, second)
 
 
-def test_collate_in_a_worker_stacks_privately_and_mixes_into_shared_memory(monkeypatch):
-    """The worker path (private reusable stacking buffer, output in shared memory) gives what
-    mixing default_collate's batch gives; earlier batches survive the buffer's reuse."""
+def test_collate_in_a_worker_mixes_the_samples_where_they_lie_into_shared_memory(monkeypatch):
+    """The worker path (each sample read where it lies by mix_gather, no stacking pass, output in
+    shared memory) gives what mixing default_collate's batch gives; earlier batches survive."""
     from types import SimpleNamespace
 
     from pyrobust.augment import collate as collate_module
+    from pyrobust.ops import mix as mix_ops
     from torch.utils.data import default_collate
 
     monkeypatch.setattr(collate_module, "get_worker_info", lambda: SimpleNamespace(seed=1234))
+    gathers = []
+    gather = mix_ops.mix_gather
+    monkeypatch.setattr(mix_ops, "mix_gather", lambda samples, *a, **k: gathers.append(samples) or gather(samples, *a, **k))
     x = random_images(11, 3, 9, 7, torch.float32, seed=3)
     samples = [(x[i], i % 4, f"name{i}") for i in range(11)]
     fast = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)))
     plain = MixCollate(SmoothMix(4, generator=torch.Generator().manual_seed(5)),
-                       collate_fn=lambda b: default_collate(b))  # not the default: no private path
-    results, buffer_ptr = [], None
+                       collate_fn=lambda b: default_collate(b))  # not the default: no gather path
+    results = []
     for chunk in (samples[:6], samples[6:], samples[2:8]):  # full, partial, full again
         got, expected = fast(chunk), plain(chunk)
         assert got[0].is_shared() and got[0].is_contiguous()
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
         assert got[2] == expected[2] == tuple(s[2] for s in chunk)
-        assert fast._buffer.data_ptr() == (buffer_ptr or fast._buffer.data_ptr())
-        buffer_ptr = fast._buffer.data_ptr()  # stacked privately: one buffer, reused
+        assert all(a is s[0] for a, s in zip(gathers[-1], chunk))  # read where they lie
         results.append((got[0].clone(), got[0]))
+    assert len(gathers) == 3
     for kept, returned in results:
         assert torch.equal(kept, returned)  # not overwritten by a later batch
     x8 = random_images(4, 3, 9, 7, torch.uint8, seed=4)
     got = fast([(x8[i], i) for i in range(4)])
-    assert fast._buffer.dtype == torch.uint8 and got[0].dtype == torch.uint8 and got[0].is_shared()
+    expected = plain([(x8[i], i) for i in range(4)])
+    assert got[0].dtype == torch.uint8 and got[0].is_shared() and torch.equal(got[0], expected[0])
     assert "_buffer" not in fast.__getstate__()
     # A collate of its own yielding channels-last batches: the shared output follows the layout.
     def collate_cl(b):

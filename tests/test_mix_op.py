@@ -459,3 +459,173 @@ def test_cuda_gradients():
     partner = torch.tensor([1, 1, 3, 0], device="cuda")
     params = random_params(4, 5, 4, "trapezoid").cuda()
     assert torch.autograd.gradcheck(lambda t: mix_ops.mix(t, partner, params, "trapezoid", True, None), (x,))
+
+
+# -- mix_pairs_: the in-place flipped-pair mix -------------------------------------------------
+
+def _pair_decisions(n, h, w, seed, mode=None, invert=None):
+    """Per-sample params, modes (-1 left as is, or a random profile) and invert flags."""
+    g = torch.Generator().manual_seed(seed)
+    modes = torch.randint(-1, 3, (n,), generator=g) if mode is None else \
+        torch.full((n,), mix_ops.MASK_MODES.index(mode), dtype=torch.long)
+    flags = torch.randint(0, 2, (n,), generator=g).bool() if invert is None else torch.full((n,), invert)
+    params = torch.zeros(n, mix_ops.MIX_PARAMS)
+    for k, name in enumerate(mix_ops.MASK_MODES):
+        rows = modes == k
+        params[rows] = random_params(n, h, w, name, seed + k)[rows]
+    return params, modes, flags
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 7),
+    c=st.integers(1, 4),
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    dtype=st.sampled_from(DTYPES),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_mix_pairs_matches_reference(n, c, h, w, dtype, channels_last, seed):
+    x = random_images(n, c, h, w, dtype, channels_last, seed=seed)
+    params, modes, invert = _pair_decisions(n, h, w, seed)
+    expected = reference.mix_pairs(x, params, modes, invert)
+    out = x.clone()
+    assert mix_ops.mix_pairs_(out, params, modes, invert) is out
+    check_close(out, expected, dtype)
+    flip = torch.arange(n - 1, -1, -1)
+    for k in range(n):  # untouched samples stay bit for bit
+        if modes[k] < 0 or flip[k] == k:
+            assert torch.equal(out[k], x[k])
+    if channels_last and n:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", mix_ops.MASK_MODES)
+@pytest.mark.parametrize("invert", [False, True])
+def test_mix_pairs_equals_mix_with_the_flipped_batch(dtype, channels_last, mode, invert):
+    # The same rows as mix(): bit for bit the functional op's result with partner = flip, the
+    # middle sample of the odd batch copied. Rows of 71 and 213 values: uint8's 32-wide loop and
+    # its tail.
+    n, c, h, w = 5, 3, 37, 71
+    x = random_images(n, c, h, w, dtype, channels_last, seed=13)
+    params, modes, flags = _pair_decisions(n, h, w, 14, mode, invert)
+    flip = torch.arange(n - 1, -1, -1)
+    expected = mix_ops.mix(x, flip, params, mode, invert)
+    out = mix_ops.mix_pairs_(x.clone(), params, modes, flags)
+    assert torch.equal(out, expected)
+    if dtype == torch.uint8:
+        check_uint8_rounding(out, x, flip, params, mode, invert, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_mix_pairs_rows_longer_than_a_chunk(dtype):
+    # channels_last rows of 3 * 2900 values: several of the kernel's chunks, and a partial one.
+    # In the pair (2, 3), sample 3 is left as is while 2 mixes with it.
+    n, c, h, w = 6, 3, 5, 2900
+    x = random_images(n, c, h, w, dtype, True, seed=15)
+    params, modes, flags = _pair_decisions(n, h, w, 16, "gaussian", True)
+    modes[3] = -1
+    out = mix_ops.mix_pairs_(x.clone(), params, modes, flags)
+    check_close(out, reference.mix_pairs(x, params, modes, flags), dtype)
+    assert torch.equal(out[3], x[3])
+
+
+def test_mix_pairs_rejects_bad_arguments():
+    x = random_images(4, 3, 5, 6, torch.float32)
+    params, modes, flags = _pair_decisions(4, 5, 6, 0, "constant", False)
+    with pytest.raises(RuntimeError, match="mixed in place"):
+        mix_ops.mix_pairs_(x.transpose(2, 3), params, modes, flags)
+    with pytest.raises(ValueError, match="modes"):
+        mix_ops.mix_pairs_(x, params, torch.tensor([0, 1, 3, -1]), flags)
+    with pytest.raises(RuntimeError, match="invert should be bool"):
+        mix_ops.mix_pairs_(x, params, modes, flags.long())
+    with pytest.raises(RuntimeError, match="params"):
+        mix_ops.mix_pairs_(x, params[:3], modes, flags)
+
+
+def test_mix_pairs_opcheck():
+    x = random_images(5, 3, 5, 6, torch.float32)
+    params, modes, flags = _pair_decisions(5, 5, 6, 1)
+    # A mutating op returning nothing: schema, fake kernel, and functionalized under AOT dispatch.
+    torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default, (x, params, modes, flags))
+    torch.library.opcheck(torch.ops.pyrobust.mix_pairs_.default,
+                          (x.contiguous(memory_format=torch.channels_last), params, modes, flags))
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("h,w", [(17, 23), (6, 301)])
+def test_cuda_mix_pairs_matches_cpu(dtype, channels_last, h, w):
+    for n in (5, 6):
+        x = random_images(n, 3, h, w, dtype, channels_last, seed=n)
+        params, modes, flags = _pair_decisions(n, h, w, n + 1)
+        cpu = mix_ops.mix_pairs_(x.clone(), params, modes, flags)
+        gpu = mix_ops.mix_pairs_(x.cuda(), params, modes, flags)  # host params travel with the launch
+        check_close(gpu.cpu(), reference.mix_pairs(x, params, modes, flags), dtype)
+        check_close(gpu.cpu(), cpu.double(), dtype)
+        gpu = mix_ops.mix_pairs_(x.cuda(), params.cuda(), modes, flags)
+        check_close(gpu.cpu(), cpu.double(), dtype)
+
+
+def _misaligned_copy(x):
+    """``x``'s values in a tensor whose data starts one byte off any vector boundary."""
+    flat = torch.empty(x.numel() + 1, dtype=x.dtype, device=x.device)[1:]
+    return flat.view(x.shape).copy_(x)
+
+
+@needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("w", [224, 20, 21])  # 16-byte rows, 4-byte rows, byte rows
+@pytest.mark.parametrize("fill", [None, 77.0])
+def test_cuda_uint8_vector_rows_are_bit_identical(channels_last, w, fill):
+    # Aligned rows take the 4- or 16-byte loads; the same values one byte off take the
+    # byte-per-lane rows: the results agree bit for bit, and round as the CPU's rows do.
+    n, c, h = 5, 3, 9
+    x = random_images(n, c, h, w, torch.uint8, channels_last, device="cuda", seed=w)
+    partner, params = torch.tensor([4, 2, 0, 1, 3]), random_params(n, h, w, "gaussian", seed=w)
+    vec = mix_ops.mix(x, partner, params, "gaussian", False, fill)
+    off = _misaligned_copy(x.contiguous())
+    if channels_last:
+        off = _misaligned_copy(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2)
+    assert off.data_ptr() % 4 != 0 and torch.equal(off, x)
+    byte = mix_ops.mix(off, partner, params, "gaussian", False, fill)
+    assert torch.equal(vec.cpu(), byte.cpu())
+    check_uint8_rounding(vec.cpu(), x.cpu(), partner, params, "gaussian", False, fill)
+
+
+# -- mix_gather.out: the mix of a list of samples ----------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("fill", [None, 0.25])
+def test_mix_gather_equals_mix_of_the_stacked_batch(dtype, channels_last, fill):
+    n, c, h, w = 5, 3, 9, 37
+    x = random_images(n, c, h, w, dtype, channels_last, seed=17)
+    partner, params = torch.tensor([3, 0, 2, 4, 1]), random_params(n, h, w, "gaussian", seed=18)
+    expected = mix_ops.mix(x, partner, params, "gaussian", True, fill)
+    for samples in ([x[i].clone() for i in range(n)],  # laid out as a row of the batch
+                    [x[i].contiguous() for i in range(n)]):  # (C, H, W): copied first for a channels_last out
+        out = torch.empty_like(x)
+        mix_ops.mix_gather(samples, partner, params, "gaussian", True, fill, out=out)
+        assert torch.equal(out, expected)
+
+
+def test_mix_gather_rejects_bad_arguments():
+    x = random_images(4, 3, 5, 6, torch.float32)
+    partner, params = torch.tensor([1, 0, 3, 2]), random_params(4, 5, 6, "constant")
+    samples = [x[i].clone() for i in range(4)]
+    out = torch.empty_like(x)
+    with pytest.raises(RuntimeError, match="samples should hold 4"):
+        mix_ops.mix_gather(samples[:3], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match=r"samples\[1\] should have shape"):
+        mix_ops.mix_gather([samples[0], samples[1][:, :4]] + samples[2:], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match=r"samples\[2\] should be"):
+        mix_ops.mix_gather(samples[:2] + [samples[2].double()] + samples[3:], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match=r"must not alias samples\[0\]"):
+        mix_ops.mix_gather([out[0]] + samples[1:], partner, params, "constant", out=out)
+    with pytest.raises(RuntimeError, match="partner"):
+        mix_ops.mix_gather(samples, torch.tensor([1, 0, 3, 4]), params, "constant", out=out)

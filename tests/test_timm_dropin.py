@@ -111,6 +111,41 @@ def test_mixup_equals_timm_with_the_same_numpy_seed(mode, pairs_at_a_time, monke
             torch.testing.assert_close(a, b, rtol=0, atol=2e-7, msg=f"{name} seed {seed}")
 
 
+def _laid_out(x, layout):
+    """A fresh copy of ``x``: contiguous, channels_last, or a non-dense view of a wider batch."""
+    if layout == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        wide = torch.zeros(*x.shape[:-1], x.shape[-1] + 3, dtype=x.dtype)
+        wide[..., : x.shape[-1]] = x
+        return wide[..., : x.shape[-1]]
+    return x.clone()
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("n", [8, 7])
+def test_mixup_in_place_on_any_layout_equals_timm(mode, layout, n):
+    # Every kind in one call (MixUp, boxes and unmixed samples per element, an odd batch's
+    # middle), mixed in place whatever the batch's strides.
+    timm_mixup = pytest.importorskip("timm.data.mixup")
+    x = random_images(n, 3, 12, 16, torch.float32, seed=7)
+    labels = torch.arange(n) % K
+    for (name, cfg), seed in itertools.product(CONFIGS.items(), range(3)):
+        kw = dict(cfg, mode=mode, num_classes=K, label_smoothing=0.1)
+        np.random.seed(seed)
+        if n % 2 == 0:
+            expected = timm_mixup.Mixup(**kw)(x.clone(), labels)
+        else:  # timm needs an even batch: the drop-in's own contiguous result
+            expected = Mixup(**kw)(x.clone(), labels)
+        np.random.seed(seed)
+        xin = _laid_out(x, layout)
+        got = Mixup(**kw)(xin, labels)
+        assert got[0] is xin
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=2e-7, msg=f"{name} seed {seed}")
+
+
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
 def test_fast_collate_mixup_equals_timm_on_uint8(mode):
     timm_mixup = pytest.importorskip("timm.data.mixup")

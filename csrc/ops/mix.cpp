@@ -12,6 +12,19 @@
 //     targets[i] = s / K + (1 - s) * (lam[i] * onehot(labels[i]) + (1 - lam[i]) *
 //     onehot(labels[partner[i]])), float32 (N, K); the partner's term only for a mixed sample.
 //     `images` gives the batch's size and device: the targets of a mix are made where it is.
+//   mix_gather.out(samples, partner, params, mode, invert, fill, *, out): mix.out of the batch
+//     that stacking `samples` (N tensors (C, H, W)) would make, read from where each sample lies:
+//     the stacking pass that a collate would make first is saved (DataLoader workers).
+//   mix_pairs_(images, params, modes, invert) -> (): images mixed in place, pair by pair: for
+//     i < N / 2 and j = N - 1 - i, from the originals of both,
+//       images[i] = G_i images[i] + (1 - G_i) images[j],  images[j] = G_j images[j] + (1 - G_j) images[i],
+//     G_k from params[k] in the profile modes[k] (0 gaussian, 1 trapezoid, 2 constant), inverted
+//     where invert[k]. A sample with modes[k] = -1 is left as it is, as is the middle sample of an
+//     odd batch, and a row whose mask is 1 throughout by its inverted y-profile (outside a box):
+//     the same values for finite images, not rewritten. Each pair is read once and written once: two passes over memory, where mix.out
+//     into a scratch and a copy back take three (timm's in-place, flipped-batch mixing). It
+//     returns nothing, so that torch.compile can functionalize it (a custom op may not return
+//     an alias of its input).
 #include "ops/mix.h"
 
 #include <ATen/MemoryOverlap.h>
@@ -89,6 +102,67 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
                                            : at::get_overlap_status(out, images);
   TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
               "out must not alias images (not even in part): out[i] reads images[partner[i]]");
+}
+
+MaskMode check_mix_gather_args(at::TensorList samples, const at::Tensor& partner,
+                               const at::Tensor& params, const std::string& mode,
+                               const at::Tensor& out) {
+  const MaskMode parsed = check_mix_args(out, partner, params, mode);
+  TORCH_CHECK(out.is_contiguous() || out.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "out should be contiguous or channels_last, got strides ", out.strides());
+  TORCH_CHECK(static_cast<int64_t>(samples.size()) == out.size(0), "samples should hold ",
+              out.size(0), " tensors, one per row of out, got ", samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const at::Tensor& s = samples[i];
+    TORCH_CHECK(s.dim() == 3 && s.sizes() == out.sizes().slice(1), "samples[", i,
+                "] should have shape ", out.sizes().slice(1), ", got ", s.sizes());
+    TORCH_CHECK(s.scalar_type() == out.scalar_type() && s.device() == out.device(), "samples[",
+                i, "] should be ", out.scalar_type(), " on ", out.device(), ", got ",
+                s.scalar_type(), " on ", s.device());
+    const auto overlap =
+        s.numel() == 0 ? at::MemOverlapStatus::No : at::get_overlap_status(out, s);
+    TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
+                "out must not alias samples[", i, "]");
+  }
+  return parsed;
+}
+
+Layout check_mix_pairs_args(const at::Tensor& images, const at::Tensor& params,
+                            const at::Tensor& modes, const at::Tensor& invert) {
+  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
+              "-D");
+  const auto dtype = images.scalar_type();
+  TORCH_CHECK(dtype == at::kByte || dtype == at::kHalf || dtype == at::kBFloat16 ||
+                  dtype == at::kFloat || dtype == at::kDouble,
+              "images should be uint8, float16, bfloat16, float32 or float64, got ", dtype);
+  // Mixed in place: no contiguous copy to fall back on.
+  TORCH_CHECK(images.is_contiguous() || images.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "images should be contiguous or channels_last (they are mixed in place), got strides ",
+              images.strides());
+  const int64_t n = images.size(0);
+  check_mix_params(params, "constant", n);
+  TORCH_CHECK(modes.dim() == 1 && modes.size(0) == n, "modes should be a 1-D tensor of length ",
+              n, ", got shape ", modes.sizes());
+  TORCH_CHECK(modes.scalar_type() == at::kLong, "modes should be int64, got ",
+              modes.scalar_type());
+  TORCH_CHECK(invert.dim() == 1 && invert.size(0) == n, "invert should be a 1-D tensor of length ",
+              n, ", got shape ", invert.sizes());
+  TORCH_CHECK(invert.scalar_type() == at::kBool, "invert should be bool, got ",
+              invert.scalar_type());
+  // The per-sample decisions are the host's: they are checked there and travel with the launch.
+  TORCH_CHECK(params.device() == images.device() || params.is_cpu(),
+              "params should be on the images' device (", images.device(), ") or on the CPU, got ",
+              params.device());
+  TORCH_CHECK(modes.is_cpu() && invert.is_cpu(), "modes and invert should be on the CPU, got ",
+              modes.device(), " and ", invert.device());
+  const auto m = modes.contiguous();
+  const int64_t* mp = m.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK_VALUE(mp[i] >= -1 && mp[i] <= 2,
+                      "modes[", i, "] should be -1 (left as is), 0 (gaussian), 1 (trapezoid) or 2 "
+                      "(constant), got ", mp[i]);
+  }
+  return layout_of(images);
 }
 
 MaskMode check_targets_args(const at::Tensor& images, const at::Tensor& labels,
@@ -173,6 +247,14 @@ std::tuple<at::Tensor, at::Tensor> mix_targets(const at::Tensor& images, const a
                  mix_labels);
 }
 
+void mix_pairs_(const at::Tensor& images, const at::Tensor& params, const at::Tensor& modes,
+                const at::Tensor& invert) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("pyrobust::mix_pairs_", "")
+                       .typed<decltype(mix_pairs_)>();
+  op.call(images, params, modes, invert);
+}
+
 namespace {
 
 // pyrobust::mix for every backend: allocate the output in the images' memory format and call
@@ -202,6 +284,10 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       "mix_targets(Tensor images, Tensor labels, Tensor partner, Tensor params, str mode,"
       " bool invert, int num_classes, float label_smoothing, bool mix_labels)"
       " -> (Tensor, Tensor)");
+  m.def(
+      "mix_gather.out(Tensor[] samples, Tensor partner, Tensor params, str mode, bool invert,"
+      " float? fill, *, Tensor(a!) out) -> Tensor(a!)");
+  m.def("mix_pairs_(Tensor(a!) images, Tensor params, Tensor modes, Tensor invert) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pyrobust, CompositeExplicitAutograd, m) {

@@ -36,6 +36,8 @@ std::tuple<at::Tensor, at::Tensor> mix_targets(const at::Tensor& images, const a
                                                const at::Tensor& params, std::string_view mode,
                                                bool invert, int64_t num_classes,
                                                double label_smoothing, bool mix_labels);
+void mix_pairs_(const at::Tensor& images, const at::Tensor& params, const at::Tensor& modes,
+                const at::Tensor& invert);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mix_draw(
     int64_t n, int64_t height, int64_t width, std::string_view family, at::ArrayRef<double> args,
     double p, bool per_sample, std::string_view pairing, bool mix_labels,
@@ -79,6 +81,17 @@ void check_mix_out(const at::Tensor& images, const at::Tensor& out, const Layout
 // params may be on the images' device or on the CPU.
 MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
                         const at::Tensor& params, const std::string& mode);
+// Validates the arguments of pyrobust::mix_gather.out (those of mix.out for `out` as the images;
+// out contiguous or channels_last; one sample per row of out, each (C, H, W) of out's dtype and
+// device, none aliasing out) and returns the parsed mode.
+MaskMode check_mix_gather_args(at::TensorList samples, const at::Tensor& partner,
+                               const at::Tensor& params, const std::string& mode,
+                               const at::Tensor& out);
+// Validates the arguments of pyrobust::mix_pairs_ (images contiguous or channels_last, as they
+// are mixed in place; params (N, 6) float32 on the images' device or the CPU; modes (N,) int64 in
+// [-1, 2] and invert (N,) bool, both on the CPU) and returns the images' layout.
+Layout check_mix_pairs_args(const at::Tensor& images, const at::Tensor& params,
+                            const at::Tensor& modes, const at::Tensor& invert);
 // Validates the arguments of pyrobust::mix_targets (those of mix, then labels: 1-D, integer, N
 // long, on the images' device or the CPU, in [0, num_classes); num_classes >= 1;
 // label_smoothing in [0, 1)).

@@ -13,8 +13,8 @@ Shared memory: a worker hands each batch to the main process in shared memory, w
 the costly part of a worker's batch here (first-touching 38 MB of it took ~50 ms, 4 KiB a fault:
 no huge pages for tmpfs; the blend itself ~8 ms). ``default_collate`` already stacks into shared
 memory, and the mixed batch would then be copied into a second shared block. With the default
-collate, MixCollate instead stacks the images into a private buffer that each worker reuses from
-batch to batch (only the mixer reads it) and mixes straight into the one shared block.
+collate, MixCollate instead mixes the samples where they lie straight into the one shared block
+(``mix_ops.mix_gather``): one pass, as the default collate's stack is one.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch._prims_common
 from torch.utils.data import default_collate, get_worker_info
 
 from pyrobust.augment.mixers import BatchMixer
+from pyrobust.ops import mix as mix_ops
 
 
 class MixCollate:
@@ -33,8 +34,8 @@ class MixCollate:
 
     The wrapped collate must return ``(images, labels, *rest)``; the result is
     ``(mixed images, targets (N, num_classes) float32, *rest)``. Picklable, so it works with
-    the fork, spawn and forkserver start methods. With the default collate, each worker keeps one
-    batch-sized buffer for stacking (see the module's docstring).
+    the fork, spawn and forkserver start methods. With the default collate, a worker mixes the
+    samples where they lie into the shared batch (see the module's docstring).
     """
 
     def __init__(self, mixer: BatchMixer, collate_fn: Optional[Callable[[list], Any]] = None) -> None:
@@ -56,9 +57,11 @@ class MixCollate:
 
     def __call__(self, samples: list):
         in_worker = get_worker_info() is not None
-        batch = self._stack_privately(samples) if in_worker else None
-        if batch is None:
-            batch = self.collate_fn(samples)
+        if in_worker:
+            gathered = self._mix_gathered(samples)
+            if gathered is not None:
+                return gathered
+        batch = self.collate_fn(samples)
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise TypeError("MixCollate needs batches of (images, labels, ...)")
         self._reseed_in_worker()
@@ -70,33 +73,41 @@ class MixCollate:
             mixed, targets = self.mixer(images, torch.as_tensor(labels), out=out)
         return (mixed, targets, *batch[2:])
 
-    def _stack_privately(self, samples: list) -> Optional[list]:
-        """``default_collate(samples)`` with the images stacked into this worker's reusable
-        private buffer; None (collate as usual) unless the default collate is in use and every
-        sample is a sequence whose first item is a CPU tensor of one shape and dtype."""
+    def _mix_gathered(self, samples: list) -> Optional[tuple]:
+        """What ``__call__`` returns, with the images mixed from where each sample lies straight
+        into a shared-memory batch (no stacking pass), the same draws and values as the mixer's
+        own call on the stacked batch; None (collate as usual) unless the default collate is in
+        use and every sample is a sequence whose first item is a CPU (C, H, W) tensor of one
+        shape and dtype."""
         if self.collate_fn is not default_collate or not isinstance(samples, list) or not samples:
             return None
         if not all(isinstance(s, (tuple, list)) and len(s) >= 2 for s in samples):
             return None
         first = samples[0][0]
-        if not isinstance(first, torch.Tensor) or first.device.type != "cpu" \
-                or first.layout != torch.strided or first.is_nested:
+        if not isinstance(first, torch.Tensor) or first.device.type != "cpu" or first.dim() != 3 \
+                or first.layout != torch.strided or first.is_nested or first.requires_grad:
             return None
         if not all(isinstance(s[0], torch.Tensor) and s[0].shape == first.shape
-                   and s[0].dtype == first.dtype and s[0].device == first.device for s in samples):
+                   and s[0].dtype == first.dtype and s[0].device == first.device
+                   and s[0].layout == torch.strided for s in samples):
             return None
-        shape = (len(samples), *first.shape)
-        buffer = getattr(self, "_buffer", None)
-        if buffer is None or buffer.dtype != first.dtype or buffer.shape[1:] != shape[1:] \
-                or buffer.shape[0] < shape[0]:
-            buffer = torch.empty(shape, dtype=first.dtype)
-            self._buffer = buffer
-        images = torch.stack([s[0] for s in samples], out=buffer[: shape[0]])
-        return [images, *default_collate([tuple(s[1:]) for s in samples])]
+        labels, *rest = default_collate([tuple(s[1:]) for s in samples])
+        labels = torch.as_tensor(labels)
+        out = _shared_output(first.expand(len(samples), *first.shape))
+        self._reseed_in_worker()
+        mixer = self.mixer
+        mixer._check_inputs(out, labels)
+        n, _, height, width = out.shape
+        partner, params, _ = mixer.sample(n, height, width)
+        targets, _ = mix_ops.mix_targets(out, labels, partner, params, mixer.profile, mixer.invert,
+                                         mixer.num_classes, mixer.label_smoothing, mixer.mixes_labels)
+        mix_ops.mix_gather([s[0] for s in samples], partner, params, mixer.profile, mixer.invert,
+                           mixer._fill(), out=out)
+        return (out, targets, *rest)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_buffer", None)  # a worker's scratch space: never pickled
+        state.pop("_buffer", None)  # a scratch space of earlier versions: never pickled
         return state
 
 

@@ -31,10 +31,10 @@ with the partner pasted into the shape as CutMix pastes it into the box. With a 
 is the mean of the mask applied (exact), and ``cutmix_alpha``, ``cutmix_minmax`` and
 ``correct_lam`` (which size and correct the box) do not apply.
 
-How the images are written: hard boxes are copied as slices (in place, only the box moves);
-MixUp blends and soft masks run through ``pyrobust.ops.mix``, a few pairs at a time through a
-cache-sized scratch on the CPU (``Mixup._mix_in_place``), straight into the new batch in the
-collate. Paths and figures: docs/mixing-paths.md.
+How the images are written: ``Mixup`` mixes in place through ``pyrobust.ops.mix_pairs_`` (each
+pair read once and written once; boxes as hard-edged masks), but for one box shared by the whole
+batch, copied as one slice (only the box moves). ``FastCollateMixup`` copies its boxes as slices
+and blends through ``pyrobust.ops.mix`` straight into the new batch. Paths and figures: docs/mixing-paths.md.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from pyrobust.ops import mix as mix_ops
 CUTMIX_MASKS = ("box", "circle", "square")
 MODES = ("batch", "pair", "elem")
 
-# Bytes of pairs mixed at a time in place on the CPU: the gathered pairs and their mix stay in
-# the last-level cache.
+# Bytes of pairs once mixed at a time in place on the CPU, through a scratch. Unused since
+# ``mix_pairs_`` mixes in place; kept so that code setting it keeps working.
 CHUNK_BYTES = 2 << 20
 
 # Kinds of mixing a sample gets.
@@ -334,37 +334,49 @@ class Mixup:
         self._mix_blends(dst, src, self._blends(plan))
         _write_patches(dst, _box_patches(src, plan, copy=False))
 
+    def _pair_args(self, plan: MixPlan, boxes: bool) -> Optional[tuple]:
+        """``(params, modes, invert)`` of ``mix_pairs_`` for the plan's blended samples (MixUp's
+        constant and the soft mask's profile side by side, one call) and, with ``boxes``, its box
+        samples as hard-edged inverted trapezoids (a mask of exact 0s and 1s: the box copied bit
+        for bit); None when there is nothing to mix."""
+        blend, soft = plan.kind == BLEND, plan.kind == SOFT
+        box = (plan.kind == BOX) if boxes else np.zeros_like(blend)
+        if not (blend.any() or soft.any() or box.any()):
+            return None
+        n = len(plan.kind)
+        params = torch.zeros(n, mix_ops.MIX_PARAMS, dtype=torch.float32)
+        modes = torch.full((n,), -1, dtype=torch.long)
+        invert = torch.zeros(n, dtype=torch.bool)
+        if blend.any():
+            rows = torch.from_numpy(blend)
+            modes[rows] = mix_ops.MASK_MODES.index("constant")
+            params[rows, 0] = torch.from_numpy(plan.lam[blend].astype(np.float32))
+        if soft.any():
+            rows = torch.from_numpy(soft)
+            modes[rows] = mix_ops.MASK_MODES.index(_SOFT[self.cutmix_mask][2])
+            invert[rows] = True
+            params[rows] = plan.soft[rows]
+        if box.any():
+            rows = torch.from_numpy(box)
+            modes[rows] = mix_ops.MASK_MODES.index("trapezoid")
+            invert[rows] = True
+            yl, yh, xl, xh = torch.from_numpy(plan.boxes[box].astype(np.float32)).unbind(1)
+            # centre and half-side: pixel k (at k + 1/2) is inside iff xl <= k < xh, exactly.
+            params[rows, :4] = torch.stack(((xl + xh) / 2, (yl + yh) / 2, (xh - xl) / 2, (yh - yl) / 2), 1)
+        return params, modes, invert
+
     def _mix_in_place(self, x: torch.Tensor, plan: MixPlan) -> None:
-        """Mix ``x`` into itself. On the CPU, blended pairs go through a cache-sized scratch a few
-        pairs at a time (gather the pairs, mix them, write them back), so the batch itself is read
-        and written about once; a whole-batch scratch would cost three passes over memory more.
-        Box patches are read before anything is written."""
-        patches = _box_patches(x, plan, copy=True)
-        blends = self._blends(plan)
-        if blends:
-            n = x.shape[0]
-            half = n // 2
-            pairs = half if x.device.type != "cpu" else max(1, min(half, CHUNK_BYTES // (2 * x[0].nbytes)))
-            # The pairs (i, n-1-i) for i in [a, b), gathered as x[a:b] then x[n-b:n-a], are
-            # themselves a flipped batch: reorder the op parameters that way once.
-            chunks = [(a, min(a + pairs, half)) for a in range(0, half, pairs)]
-            order = torch.tensor([i for a, b in chunks for i in (*range(a, b), *range(n - b, n - a))],
-                                 dtype=torch.long)
-            blends = [Blend(g.rows[order], g.params[order], g.profile, g.invert) for g in blends]
-            blended = np.logical_or.reduce([g.rows.numpy() for g in blends])
-            gathered = self._scratch.take(x[: 2 * pairs])
-            mixed = self._scratch.take(x[: 2 * pairs])
-            at = 0
-            for a, b in chunks:
-                m, at = b - a, at + 2 * (b - a)
-                if not blended[at - 2 * m:at].any():
-                    continue
-                torch.cat((x[a:b], x[n - b:n - a]), out=gathered[: 2 * m])
-                self._mix_blends(mixed[: 2 * m], gathered[: 2 * m],
-                                 [Blend(g.rows[at - 2 * m:at], g.params[at - 2 * m:at], g.profile, g.invert)
-                                  for g in blends])
-                x[a:b] = mixed[:m]
-                x[n - b:n - a] = mixed[m:2 * m]
+        """Mix ``x`` into itself with ``mix_pairs_``, each pair read once and written once; one
+        box shared by the whole batch is instead copied as one slice (only the box moves)."""
+        one_box = _one_box(plan)
+        patches = _box_patches(x, plan, copy=True) if one_box else []
+        args = self._pair_args(plan, boxes=not one_box)
+        if args is not None:
+            dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+            target = x if dense else x.contiguous()
+            mix_ops.mix_pairs_(target, *args)
+            if not dense:
+                x.copy_(target)
         _write_patches(x, patches)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple:
@@ -385,6 +397,11 @@ class Mixup:
         return mixup_target(target, self.num_classes, lam, self.label_smoothing, self.multi_label)
 
 
+def _one_box(plan: MixPlan) -> bool:
+    """Whether every sample is a BOX sample with the same box (batch-mode CutMix)."""
+    return bool(len(plan.kind) and (plan.kind == BOX).all() and (plan.boxes == plan.boxes[0]).all())
+
+
 def _box_patches(src: torch.Tensor, plan: MixPlan, copy: bool) -> list:
     """``(index, patch)`` for each BOX sample i: the region of ``dst[index]`` that receives
     ``src[N - 1 - i]``'s box; ``copy`` reads the patches out of ``src`` (to write them into it)."""
@@ -392,7 +409,7 @@ def _box_patches(src: torch.Tensor, plan: MixPlan, copy: bool) -> list:
     if rows.size == 0:
         return []
     n = src.shape[0]
-    if rows.size == n and (plan.boxes == plan.boxes[0]).all():  # one box for all: one copy
+    if _one_box(plan):  # one box for all: one copy
         yl, yh, xl, xh = (int(v) for v in plan.boxes[0])
         return [((slice(None), slice(None), slice(yl, yh), slice(xl, xh)),
                  src[:, :, yl:yh, xl:xh].flip(0))]

@@ -68,6 +68,56 @@ def mix(
     return _ops.mix(images, partner, params, mode, invert, fill)
 
 
+def mix_gather(
+    samples: Sequence[torch.Tensor],
+    partner: torch.Tensor,
+    params: torch.Tensor,
+    mode: str,
+    invert: bool = False,
+    fill: Optional[float] = None,
+    *,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """``mix(torch.stack(samples), partner, params, mode, invert, fill, out=out)`` without the
+    stack: each sample is read where it lies (a collate's list of samples in, the mixed batch
+    out, one pass over memory). Bit for bit the result of the stacked call.
+
+    Args:
+        samples: N ``(C, H, W)`` CPU tensors of ``out``'s dtype, each contiguous (or ``(H, W, C)``
+            in memory for a channels_last ``out``; others are copied so first).
+        partner, params, mode, invert, fill: as for ``mix``.
+        out: ``(N, C, H, W)``, contiguous or channels_last, aliasing no sample.
+
+    Returns:
+        ``out``. An eager (data loader) op: not differentiable, not traced.
+    """
+    return _ops.mix_gather.out(list(samples), partner, params, mode, invert, fill, out=out)
+
+
+def mix_pairs_(images: torch.Tensor, params: torch.Tensor, modes: torch.Tensor,
+               invert: torch.Tensor) -> torch.Tensor:
+    """Mix each pair ``(i, N - 1 - i)`` of ``images`` with each other, in place.
+
+    From the originals of both, ``images[i] = G_i images[i] + (1 - G_i) images[j]`` and
+    ``images[j] = G_j images[j] + (1 - G_j) images[i]`` for ``i < N // 2``, ``j = N - 1 - i``:
+    the flipped-batch mix that timm does in place, reading and writing each pair once (two passes
+    over memory, where ``mix(out=)`` and a copy back take three).
+
+    Args:
+        images: ``(N, C, H, W)`` as for ``mix``, contiguous or channels_last (mixed in place).
+        params: ``(N, 6)`` float32 mask parameters, on the images' device or the CPU.
+        modes: ``(N,)`` int64 on the CPU: sample k's profile, ``MASK_MODES.index(name)``
+            (0 gaussian, 1 trapezoid, 2 constant), or -1 to leave the sample as it is. The
+            middle sample of an odd batch is always left as it is.
+        invert: ``(N,)`` bool on the CPU: sample k's mask is ``1 - gy * gx``.
+
+    Returns:
+        ``images``, mixed (uint8 rounded to nearest, as ``mix``). Not differentiable.
+    """
+    _ops.mix_pairs_(images, params, modes, invert)
+    return images
+
+
 def mix_mask(params: torch.Tensor, mode: str, invert: bool, height: int, width: int) -> torch.Tensor:
     """The masks ``G`` that ``mix`` applies, materialised: ``(N, H, W)`` float32."""
     height, width = check_int(height, "height", min=0), check_int(width, "width", min=0)
@@ -231,6 +281,17 @@ def _mix_draw_fake(n, height, width, family, args, p, per_sample, pairing, mix_l
 def _mix_fake(images, partner, params, mode, invert, fill):
     _checks.check_mix_images(images, partner, params, mode)
     return torch.empty_like(images, memory_format=torch._prims_common.suggest_memory_format(images))
+
+
+@torch.library.register_fake("pyrobust::mix_pairs_")
+def _mix_pairs_fake(images, params, modes, invert):
+    n = images.shape[0]
+    flip = torch.empty((n,), dtype=torch.long)  # the partners are implied: i with N - 1 - i
+    _checks.check_mix_images(images, flip, params, "constant")
+    _checks.check(modes.dim() == 1 and modes.shape[0] == n and modes.dtype == torch.int64,
+                  f"modes should be a 1-D int64 tensor of length {n}, got {modes.dtype} of shape {tuple(modes.shape)}")
+    _checks.check(invert.dim() == 1 and invert.shape[0] == n and invert.dtype == torch.bool,
+                  f"invert should be a 1-D bool tensor of length {n}, got {invert.dtype} of shape {tuple(invert.shape)}")
 
 
 @torch.library.register_fake("pyrobust::mix_mask")

@@ -200,6 +200,30 @@ void test_batch_is_the_three_ops() {
          at::equal(std::get<4>(batch), params));
 }
 
+// mix_pairs_ in place is mix.out of the flipped batch, bit for bit; the middle sample of an odd
+// batch and a sample marked -1 are left as they are (its partner still mixes with it).
+void test_pairs_in_place() {
+  for (const auto dtype : {at::kFloat, at::kByte}) {
+    const auto x = dtype == at::kByte ? (at::rand({5, 3, 9, 13}) * 255).to(at::kByte)
+                                      : at::rand({5, 3, 9, 13});
+    auto params = at::zeros({5, 6}, at::kFloat);
+    params.select(1, 0).fill_(0.3);
+    auto modes = at::full({5}, 2, at::kLong);
+    const auto invert = at::zeros({5}, at::kBool);
+    const auto flip = at::arange(4, -1, -1, at::kLong);
+    const auto expected = mix(x, flip, params, "constant", false, std::nullopt);
+    auto y = x.clone();
+    pyrobust::mix_pairs_(y, params, modes, invert);
+    EXPECT(at::equal(y, expected));
+    modes[1].fill_(-1);
+    y = x.clone();
+    pyrobust::mix_pairs_(y, params, modes, invert);
+    EXPECT(at::equal(y[1], x[1]) && at::equal(y[3], expected[3]) && at::equal(y[2], x[2]));
+    EXPECT_THROWS(pyrobust::mix_pairs_(y.transpose(2, 3), params, modes, invert));
+    EXPECT_THROWS(pyrobust::mix_pairs_(y, params, at::full({5}, 3, at::kLong), invert));
+  }
+}
+
 void test_errors_are_reported() {
   auto x = at::rand({2, 3, 4, 4});
   auto params = at::zeros({2, 6}, at::kFloat);
@@ -224,6 +248,7 @@ int main() {
   test_hard_box_all_layouts_and_dtypes();
   test_uint8_rounds_and_saturates();
   test_batch_is_the_three_ops();
+  test_pairs_in_place();
   test_errors_are_reported();
   std::printf("test_mix: %d failure(s)\n", pyrobust_test::failures());
   return pyrobust_test::failures() == 0 ? 0 : 1;

@@ -65,15 +65,19 @@ int64_t samples_per_task(int64_t values) {
 }
 
 // Profiles for all samples: gy (N, H) and gx expanded to the row's inner length (N, inner).
-void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float* gy, float* gx) {
+// Sample i in profile modes[i] (a sample whose mode is negative is skipped), or all in `mode`.
+void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float* gy, float* gx,
+                   const int64_t* modes = nullptr) {
   const int64_t inner = lay.inner();
   const int64_t reps = lay.channels_last ? lay.c : 1;
   at::parallel_for(0, lay.n, samples_per_task(lay.h + inner), [&](int64_t begin, int64_t end) {
     std::vector<float> row(lay.w);
     for (int64_t i = begin; i < end; ++i) {
+      if (modes != nullptr && modes[i] < 0) continue;
+      const MaskMode m = modes != nullptr ? static_cast<MaskMode>(modes[i]) : mode;
       const float* p = params + i * kMixParams;
-      profile_row(mode, p, 1, lay.h, gy + i * lay.h);
-      profile_row(mode, p, 0, lay.w, row.data());
+      profile_row(m, p, 1, lay.h, gy + i * lay.h);
+      profile_row(m, p, 0, lay.w, row.data());
       for (int64_t x = 0; x < lay.w; ++x) {
         for (int64_t r = 0; r < reps; ++r) gx[i * inner + x * reps + r] = row[x];
       }
@@ -81,8 +85,10 @@ void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float*
   });
 }
 
+// The rows of mix.out and mix_gather.out: sample i's values start at src[i] (laid out as one
+// sample of `lay`), the output is the batch `dst`.
 template <typename T>
-void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, const float* gx,
+void mix_rows(const T* const* src, const int64_t* partner, const float* gy, const float* gx,
               const Layout& lay, bool invert, bool use_fill, double fill_value,
               T* __restrict dst) {
   using A = typename Compute<T>::type;
@@ -103,14 +109,14 @@ void mix_rows(const T* __restrict src, const int64_t* partner, const float* gy, 
       const int64_t r = row % rows;
       const int64_t yy = r % lay.h;
       const A gyv = static_cast<A>(gy[i * lay.h + yy]) * sign;
-      const T* a = src + i * sample + r * inner;
+      const T* a = src[i] + r * inner;
       T* o = dst + i * sample + r * inner;
       if (!use_fill && partner[i] == i) {
         // G x + (1 - G) x is x, but not bit for bit in floating point: copy unmixed samples.
         std::copy(a, a + inner, o);
         continue;
       }
-      const T* b = use_fill ? nullptr : src + partner[i] * sample + r * inner;
+      const T* b = use_fill ? nullptr : src[partner[i]] + r * inner;
       if constexpr (std::is_same<T, float>::value) {
         if (stream) {
           blend_row_stream(a, b, fill, gx + i * inner, base, gyv, o, inner);
@@ -154,11 +160,119 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
   const double fill_value = saturated_fill(fill.value_or(0.0), images.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND3(
       at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cpu", [&] {
-        mix_rows<scalar_t>(images.data_ptr<scalar_t>(), partner.data_ptr<int64_t>(), gy.data(),
-                           gx.data(), lay, invert, fill.has_value(), fill_value,
-                           out.data_ptr<scalar_t>());
+        const scalar_t* base = images.data_ptr<scalar_t>();
+        std::vector<const scalar_t*> src(n);
+        for (int64_t i = 0; i < n; ++i) src[i] = base + i * lay.rows() * lay.inner();
+        mix_rows<scalar_t>(src.data(), partner.data_ptr<int64_t>(), gy.data(), gx.data(), lay,
+                           invert, fill.has_value(), fill_value, out.data_ptr<scalar_t>());
       });
   return out;
+}
+
+at::Tensor& mix_gather_out_cpu(at::TensorList samples, const at::Tensor& partner_in,
+                               const at::Tensor& params_in, c10::string_view mode_name,
+                               bool invert, std::optional<double> fill, at::Tensor& out) {
+  const std::string mode_str(mode_name);
+  const MaskMode mode = check_mix_gather_args(samples, partner_in, params_in, mode_str, out);
+  check_mix_fill(fill);
+  const Layout lay = layout_of(out);
+  if (out.numel() == 0) return out;
+  // Each sample in the layout of one row of out: (C, H, W) contiguous, or (H, W, C) for a
+  // channels_last out. A sample already so (the usual case) is read where it lies.
+  std::vector<at::Tensor> kept(lay.n);
+  for (int64_t i = 0; i < lay.n; ++i) {
+    kept[i] = lay.channels_last ? samples[i].permute({1, 2, 0}).contiguous()
+                                : samples[i].contiguous();
+  }
+  const at::Tensor partner = partner_in.contiguous();
+  const at::Tensor params = params_in.contiguous();
+  if (!fill.has_value()) check_partner_range(partner, lay.n);
+  std::vector<float> gy(lay.n * lay.h), gx(lay.n * lay.inner());
+  fill_profiles(params.data_ptr<float>(), mode, lay, gy.data(), gx.data());
+  const double fill_value = saturated_fill(fill.value_or(0.0), out.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, out.scalar_type(), "pyrobust_mix_gather_cpu", [&] {
+        std::vector<const scalar_t*> src(lay.n);
+        for (int64_t i = 0; i < lay.n; ++i) src[i] = kept[i].data_ptr<scalar_t>();
+        mix_rows<scalar_t>(src.data(), partner.data_ptr<int64_t>(), gy.data(), gx.data(), lay,
+                           invert, fill.has_value(), fill_value, out.data_ptr<scalar_t>());
+      });
+  return out;
+}
+
+// One row of a pair's blend, o = g a + (1 - g) b with g = base + gy * gx[k]: the rows of mix.out
+// (the cached ones: a pair's rows are written back where they were just read).
+template <typename T, typename A>
+inline void pair_row(const T* a, const T* b, const float* gx, A base, A gy, T* o, int64_t n) {
+  if constexpr (std::is_same<T, uint8_t>::value) {
+    if (u8_avx2_rows()) {
+      blend_row_u8_avx2(a, b, 0.f, gx, base, gy, o, n);
+      return;
+    }
+  }
+  blend_row(a, b, A(0), gx, base, gy, o, n);
+}
+
+// pyrobust::mix_pairs_: rows of pairs (i, N - 1 - i) in parallel. Each row pair is blended a
+// chunk at a time into two small buffers (in L1) before either row is written back, so the
+// batch is read once and written once.
+template <typename T>
+void mix_pair_rows(T* x, const int64_t* modes, const bool* invert, const float* gy,
+                   const float* gx, const Layout& lay) {
+  using A = typename Compute<T>::type;
+  constexpr int64_t kChunk = 8192 / sizeof(T);
+  const int64_t rows = lay.rows();
+  const int64_t inner = lay.inner();
+  const int64_t sample = rows * inner;
+  const int64_t half = lay.n / 2;
+  const int64_t grain =
+      std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * inner * int64_t(sizeof(T))));
+  at::parallel_for(0, half * rows, grain, [&](int64_t begin, int64_t end) {
+    alignas(64) T ti[kChunk];
+    alignas(64) T tj[kChunk];
+    for (int64_t pr = begin; pr < end; ++pr) {
+      const int64_t i = pr / rows;
+      const int64_t j = lay.n - 1 - i;
+      const int64_t r = pr % rows;
+      const int64_t yy = r % lay.h;
+      // A row whose inverted mask is 1 throughout (gy = 0: outside a box) keeps its values: it
+      // is neither blended nor written, and a row pair with nothing to write is not even read.
+      const bool mi = modes[i] >= 0 && !(invert[i] && gy[i * lay.h + yy] == 0.f);
+      const bool mj = modes[j] >= 0 && !(invert[j] && gy[j * lay.h + yy] == 0.f);
+      if (!mi && !mj) continue;
+      T* a = x + i * sample + r * inner;
+      T* b = x + j * sample + r * inner;
+      const A base_i = invert[i] ? A(1) : A(0), base_j = invert[j] ? A(1) : A(0);
+      const A gy_i = static_cast<A>(gy[i * lay.h + yy]) * (invert[i] ? A(-1) : A(1));
+      const A gy_j = static_cast<A>(gy[j * lay.h + yy]) * (invert[j] ? A(-1) : A(1));
+      for (int64_t k = 0; k < inner; k += kChunk) {
+        const int64_t m = std::min(kChunk, inner - k);
+        if (mi) pair_row<T, A>(a + k, b + k, gx + i * inner + k, base_i, gy_i, ti, m);
+        if (mj) pair_row<T, A>(b + k, a + k, gx + j * inner + k, base_j, gy_j, tj, m);
+        if (mi) std::copy(ti, ti + m, a + k);
+        if (mj) std::copy(tj, tj + m, b + k);
+      }
+    }
+  });
+}
+
+void mix_pairs_cpu(const at::Tensor& images, const at::Tensor& params_in,
+                   const at::Tensor& modes_in, const at::Tensor& invert_in) {
+  const Layout lay = check_mix_pairs_args(images, params_in, modes_in, invert_in);
+  TORCH_CHECK(params_in.is_cpu(), "params should be on the CPU for CPU images, got ",
+              params_in.device());
+  if (images.numel() == 0 || lay.n < 2) return;
+  const at::Tensor params = params_in.contiguous();
+  const at::Tensor modes = modes_in.contiguous();
+  const at::Tensor invert = invert_in.contiguous();
+  std::vector<float> gy(lay.n * lay.h), gx(lay.n * lay.inner());
+  fill_profiles(params.data_ptr<float>(), MaskMode::kConstant, lay, gy.data(), gx.data(),
+                modes.data_ptr<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_pairs_cpu", [&] {
+        mix_pair_rows<scalar_t>(images.data_ptr<scalar_t>(), modes.data_ptr<int64_t>(),
+                                invert.data_ptr<bool>(), gy.data(), gx.data(), lay);
+      });
 }
 
 at::Tensor mix_mask_cpu(const at::Tensor& params_in, c10::string_view mode_name, bool invert,
@@ -266,6 +380,8 @@ TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
   m.impl("mix_mask", &mix_mask_cpu);
   m.impl("mix_lambda", &mix_lambda_cpu);
   m.impl("mix_targets", &mix_targets_cpu);
+  m.impl("mix_pairs_", &mix_pairs_cpu);
+  m.impl("mix_gather.out", &mix_gather_out_cpu);
 }
 
 }  // namespace pyrobust

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "ops/mix.h"
@@ -40,15 +41,19 @@ __device__ __forceinline__ uint8_t store<uint8_t, float>(float v) {
   return static_cast<uint8_t>(fminf(fmaxf(v, 0.f), 255.f) + 0.5f);
 }
 
-// gy: (N, H); gx: (N, inner), the x-profile repeated per channel for channels-last rows.
-__global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode, int64_t n,
-                                int64_t h, int64_t w, int64_t reps, float* __restrict__ gy,
+// gy: (N, H); gx: (N, inner), the x-profile repeated per channel for channels-last rows. Sample
+// i in profile modes[i] (skipped where negative) when `modes` is given, else all in `mode`.
+__global__ void profiles_kernel(const float* __restrict__ params, MaskMode mode,
+                                const int64_t* __restrict__ modes, int64_t n, int64_t h,
+                                int64_t w, int64_t reps, float* __restrict__ gy,
                                 float* __restrict__ gx) {
   const int64_t per = h + w * reps;
   for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n * per;
        t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t i = t / per;
     const int64_t k = t % per;
+    if (modes != nullptr && modes[i] < 0) continue;
+    if (modes != nullptr) mode = static_cast<MaskMode>(modes[i]);
     const float* p = params + i * kMixParams;
     if (k < h) {
       gy[i * h + k] = mask_profile(mode, p, 1, k);
@@ -121,6 +126,88 @@ __global__ void mix_kernel(const T* __restrict__ src, const int64_t* __restrict_
   }
 }
 
+// uint8 rows of a multiple of V bytes (4 or 16) whose rows start V-aligned: each lane moves V
+// bytes of each input with one load (and V floats of the x-profile with V / 4 loads), so a warp
+// keeps kUnroll x 32 x V bytes per input in flight where the byte-per-lane rows keep 4 x 32. The
+// arithmetic is mix_kernel's, value for value: the results are bit-identical.
+template <int V>
+struct alignas(V) Bytes {
+  uint8_t v[V];
+};
+template <int V>
+struct alignas(4 * V) Floats {
+  float v[V];
+};
+
+template <int V>
+__global__ void mix_u8_vec_kernel(const uint8_t* __restrict__ src,
+                                  const int64_t* __restrict__ partner,
+                                  const float* __restrict__ gy, const float* __restrict__ gx,
+                                  int64_t n, int64_t rows, int64_t inner, int64_t h, bool invert,
+                                  bool use_fill, double fill, uint8_t* __restrict__ dst) {
+  const float base = invert ? 1.f : 0.f;
+  const float sign = invert ? -1.f : 1.f;
+  const float fill_a = static_cast<float>(fill);
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+       row < n * rows; row += warps) {
+    const int64_t i = row / rows;
+    const int64_t r = row - i * rows;
+    const int64_t j = use_fill ? i : partner[i];
+    const auto* a = reinterpret_cast<const Bytes<V>*>(src + row * inner);
+    auto* o = reinterpret_cast<Bytes<V>*>(dst + row * inner);
+    const int64_t chunks = inner / V;
+    if (!use_fill && j == i) {
+#pragma unroll 4
+      for (int64_t k = lane; k < chunks; k += 32) o[k] = a[k];
+      continue;
+    }
+    const auto* b = reinterpret_cast<const Bytes<V>*>(src + (j * rows + r) * inner);
+    const float gyv = gy[i * h + r % h] * sign;
+    const auto* g_x = reinterpret_cast<const Floats<V>*>(gx + i * inner);
+    for (int64_t k0 = lane; k0 < chunks; k0 += 32 * kUnroll) {
+      Bytes<V> av[kUnroll], bv[kUnroll];
+      Floats<V> gv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < chunks) {
+          av[u] = a[k];
+          if (!use_fill) bv[u] = b[k];
+          gv[u] = g_x[k];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < chunks) {
+          Bytes<V> out;
+#pragma unroll
+          for (int e = 0; e < V; ++e) {
+            const float bf = use_fill ? fill_a : static_cast<float>(bv[u].v[e]);
+            out.v[e] = blend<uint8_t, float>(base + gyv * gv[u].v[e],
+                                             static_cast<float>(av[u].v[e]), bf);
+          }
+          o[k] = out;
+        }
+      }
+    }
+  }
+}
+
+// The bytes each lane of the uint8 rows moves at once: 16 or 4 where every row's length and
+// start allow (the inputs, the output and the x-profile rows aligned to it), else 1.
+int u8_vector_width(const at::Tensor& images, const at::Tensor& out, int64_t inner) {
+  const auto aligned = [&](int v) {
+    return inner % v == 0 && reinterpret_cast<uintptr_t>(images.data_ptr()) % v == 0 &&
+           reinterpret_cast<uintptr_t>(out.data_ptr()) % v == 0;
+  };
+  if (aligned(16)) return 16;
+  if (aligned(4)) return 4;
+  return 1;
+}
+
 int blocks_for(int64_t work) {
   const int64_t sm = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t wanted = (work + kThreads - 1) / kThreads;
@@ -128,14 +215,14 @@ int blocks_for(int64_t work) {
 }
 
 void compute_profiles(const at::Tensor& params, MaskMode mode, const Layout& lay, at::Tensor& gy,
-                      at::Tensor& gx) {
+                      at::Tensor& gx, const int64_t* modes = nullptr) {
   const int64_t reps = lay.channels_last ? lay.c : 1;
   gy = at::empty({lay.n, lay.h}, params.options());
   gx = at::empty({lay.n, lay.w * reps}, params.options());
   const int64_t work = lay.n * (lay.h + lay.w * reps);
   if (work == 0) return;
   profiles_kernel<<<blocks_for(work), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-      params.data_ptr<float>(), mode, lay.n, lay.h, lay.w, reps, gy.data_ptr<float>(),
+      params.data_ptr<float>(), mode, modes, lay.n, lay.h, lay.w, reps, gy.data_ptr<float>(),
       gx.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -217,6 +304,25 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
   at::Tensor gy, gx;
   compute_profiles(params, mode, lay, gy, gx);
   const int64_t rows = lay.n * lay.rows();
+  const int width = images.scalar_type() == at::kByte ? u8_vector_width(images, out, lay.inner())
+                                                      : 1;
+  if (width > 1) {
+    const auto launch = [&](auto vec) {
+      mix_u8_vec_kernel<decltype(vec)::value>
+          <<<blocks_for(rows * 32), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              images.data_ptr<uint8_t>(), partner.data_ptr<int64_t>(), gy.data_ptr<float>(),
+              gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h, invert,
+              fill.has_value(), saturated_fill(fill.value_or(0.0), images.scalar_type()),
+              out.data_ptr<uint8_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (width == 16) {
+      launch(std::integral_constant<int, 16>{});
+    } else {
+      launch(std::integral_constant<int, 4>{});
+    }
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND3(
       at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_cuda", [&] {
         mix_kernel<scalar_t><<<blocks_for(rows * 32), kThreads, 0,
@@ -228,6 +334,80 @@ at::Tensor& mix_out_cuda(const at::Tensor& images_in, const at::Tensor& partner_
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
   return out;
+}
+
+// pyrobust::mix_pairs_: one warp per row pair, rows i and j = N - 1 - i of one (channel, y). Each
+// lane loads its values of both rows, then writes both blends where they were: nothing it writes
+// is read by another lane, so the pair is mixed in place with one read and one write of each.
+template <typename T>
+__global__ void mix_pairs_kernel(T* x, const int64_t* __restrict__ modes,
+                                 const bool* __restrict__ invert, const float* __restrict__ gy,
+                                 const float* __restrict__ gx, int64_t n, int64_t rows,
+                                 int64_t inner, int64_t h) {
+  using A = typename Compute<T>::type;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  const int64_t half = n / 2;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+       row < half * rows; row += warps) {
+    const int64_t i = row / rows;
+    const int64_t r = row - i * rows;
+    const int64_t j = n - 1 - i;
+    // A row whose inverted mask is 1 throughout (gy = 0: outside a box) is left as it is, as on
+    // the CPU.
+    const bool mi = modes[i] >= 0 && !(invert[i] && gy[i * h + r % h] == 0.f);
+    const bool mj = modes[j] >= 0 && !(invert[j] && gy[j * h + r % h] == 0.f);
+    if (!mi && !mj) continue;
+    T* a = x + row * inner;
+    T* b = x + (j * rows + r) * inner;
+    const A base_i = invert[i] ? A(1) : A(0), base_j = invert[j] ? A(1) : A(0);
+    const A gy_i = static_cast<A>(gy[i * h + r % h]) * (invert[i] ? A(-1) : A(1));
+    const A gy_j = static_cast<A>(gy[j * h + r % h]) * (invert[j] ? A(-1) : A(1));
+    const float* gx_i = gx + i * inner;
+    const float* gx_j = gx + j * inner;
+    for (int64_t k0 = lane; k0 < inner; k0 += 32 * kUnroll) {
+      A av[kUnroll] = {}, bv[kUnroll] = {}, gi[kUnroll] = {}, gj[kUnroll] = {};
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < inner) {
+          av[u] = static_cast<A>(a[k]);
+          bv[u] = static_cast<A>(b[k]);
+          if (mi) gi[u] = static_cast<A>(gx_i[k]);
+          if (mj) gj[u] = static_cast<A>(gx_j[k]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + 32 * u;
+        if (k < inner) {
+          if (mi) a[k] = blend<T, A>(base_i + gy_i * gi[u], av[u], bv[u]);
+          if (mj) b[k] = blend<T, A>(base_j + gy_j * gj[u], bv[u], av[u]);
+        }
+      }
+    }
+  }
+}
+
+void mix_pairs_cuda(const at::Tensor& images, const at::Tensor& params_in,
+                    const at::Tensor& modes_in, const at::Tensor& invert_in) {
+  const Layout lay = check_mix_pairs_args(images, params_in, modes_in, invert_in);
+  TORCH_CHECK(images.is_cuda(), "images should be on a CUDA device, got ", images.device());
+  c10::cuda::CUDAGuard guard(images.device());
+  if (images.numel() == 0 || lay.n < 2) return;
+  const auto dev = on_device({params_in, modes_in, invert_in}, images.device());
+  const int64_t* modes = dev[1].data_ptr<int64_t>();
+  at::Tensor gy, gx;
+  compute_profiles(dev[0], MaskMode::kConstant, lay, gy, gx, modes);
+  const int64_t rows = (lay.n / 2) * lay.rows();
+  AT_DISPATCH_FLOATING_TYPES_AND3(
+      at::kByte, at::kHalf, at::kBFloat16, images.scalar_type(), "pyrobust_mix_pairs_cuda", [&] {
+        mix_pairs_kernel<scalar_t><<<blocks_for(rows * 32), kThreads, 0,
+                                     at::cuda::getCurrentCUDAStream()>>>(
+            images.data_ptr<scalar_t>(), modes, dev[2].data_ptr<bool>(), gy.data_ptr<float>(),
+            gx.data_ptr<float>(), lay.n, lay.rows(), lay.inner(), lay.h);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
 }
 
 __global__ void outer_kernel(const float* __restrict__ gy, const float* __restrict__ gx,
@@ -383,6 +563,7 @@ TORCH_LIBRARY_IMPL(pyrobust, CUDA, m) {
   m.impl("mix_mask", &mix_mask_cuda);
   m.impl("mix_lambda", &mix_lambda_cuda);
   m.impl("mix_targets", &mix_targets_cuda);
+  m.impl("mix_pairs_", &mix_pairs_cuda);
 }
 
 }  // namespace pyrobust
