@@ -105,9 +105,16 @@ class StudyConfig(TomlConfig):
     lpft_lrs: list = field(default_factory=lambda: [1e-4, 3e-4])
     seeds: list = field(default_factory=lambda: [0])
     optimizer: str = "sgd"
+    # the probe head LP and LP-FT use: "calibrated", the lowest val loss among the Cs within one standard
+    # error of the best val accuracy; or "best-accuracy", the sweep's own choice (the LP-FT authors')
+    lp_head: str = "calibrated"
     # mixers used during LP-FT fine-tuning, each at LP-FT's selected lr
     mixers: list = field(default_factory=lambda: ["smoothmix-circle"])
-    # OOD sets: each corruption at each severity, applied to the ID test split
+    # natural-shift OOD sets: image folders (one sub-folder per class, named as the ID classes) or .npz
+    # files (images, labels, optional classes); each reported under its folder's or file's name
+    ood_datasets: list = field(default_factory=list)
+    # corrupted OOD sets: each corruption at each severity, applied to the ID test split (may be empty
+    # when ood_datasets are given)
     corruptions: list = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
     severities: list = field(default_factory=lambda: [2, 4])
     feature_change_batches: int = 4
