@@ -5,11 +5,11 @@ demo's data and settings (``StudyConfig()``: scikit-learn digits at 48 px, Effic
 of SGD with a cosine schedule, BatchNorm in eval mode, the demo's corrupted test sets as OOD):
 
 1. the probe sweep, per C: validation accuracy and loss, the head's norm and mean confidence;
-2. LP-FT from four heads of that sweep: the sweep's own choice (best val accuracy), the study's rule
-   (lowest val loss within one standard error of the best accuracy), the strongest penalty within that
-   error, and the sweep's head scaled down to the rule head's norm (its direction, the rule head's size);
-   each at lr 1e-4 and 3e-4, without a mixer and with SmoothMix (circle);
-3. MixUp (alpha 0.2) and CutMix from the sweep's head and the rule's head at lr 3e-4.
+2. LP-FT with SmoothMix (circle) at lr 3e-4 from four heads of that sweep: the sweep's own choice (best
+   val accuracy), the study's rule (lowest val loss within one standard error of the best accuracy), the
+   strongest penalty within that error, and the sweep's head scaled down to the rule head's norm (its
+   direction, the rule head's size); the sweep's and the rule's head also without a mixer, at lr 1e-4,
+   and with MixUp (alpha 0.2) and CutMix.
 
 For each run: the head's norm, the soft cross-entropy of the starting model on one mixed batch (step 0),
 the first epoch's mean training loss, ID test and mean OOD accuracy, and the mean squared change of the
@@ -94,7 +94,7 @@ def main() -> None:
     for i, c in enumerate(sweep.Cs):
         mark = ", ".join(n for n, j in (("sweep", sweep.best_index), ("rule", rule), ("strongest", strongest)) if j == i)
         rows.append([f"{c:.3g}", f"{sweep.val_accuracy[i]:.4f}", f"{sweep.val_loss[i]:.4f}",
-                     f"{float(heads[i].weight.norm()):.3g}", f"{head_confidence(heads[i], c_val.features):.3f}", mark])
+                     f"{float(heads[i].weight.detach().norm()):.3g}", f"{head_confidence(heads[i], c_val.features):.3f}", mark])
     print(format_table(rows, ["C", "val acc", "val loss", "head norm", "val confidence", "chosen by"], markdown=True))
 
     scaled = copy.deepcopy(heads[sweep.best_index])
@@ -106,8 +106,12 @@ def main() -> None:
                 "rule (min val loss within 1 SE)": (rule, heads[rule]),
                 "strongest within 1 SE": (strongest, heads[strongest]),
                 "sweep head scaled to rule's norm": (sweep.best_index, scaled)}
-    plan = [(v, lr, mx) for v in variants for lr in (1e-4, 3e-4) for mx in (None, "smoothmix-circle")]
-    plan += [(v, 3e-4, mx) for mx in ("mixup", "cutmix") for v in list(variants)[:2]]
+    sweep_head, rule_head, strongest_head, scaled_head = variants
+    smx = "smoothmix-circle"
+    plan = [(sweep_head, 3e-4, smx), (rule_head, 3e-4, smx), (sweep_head, 3e-4, None), (rule_head, 3e-4, None),
+            (scaled_head, 3e-4, smx), (sweep_head, 1e-4, smx), (strongest_head, 3e-4, smx),
+            (sweep_head, 3e-4, "mixup"), (rule_head, 3e-4, "mixup"), (sweep_head, 3e-4, "cutmix"),
+            (rule_head, 3e-4, "cutmix"), (rule_head, 1e-4, smx)]
     rows = []
     for variant, lr, mixer_name in plan:
         index, head = variants[variant]
@@ -118,7 +122,7 @@ def main() -> None:
         acc = evaluate(m, eval_sets, device="cpu")
         ch = feature_change(model, m, {"id": eval_sets["id_test"]}, max_batches=cfg.feature_change_batches)
         ood_mean = float(np.mean([acc[n] for n in ood]))
-        rows.append([variant, f"{sweep.Cs[index]:.3g}", f"{float(head.weight.norm()):.3g}", f"{lr:g}",
+        rows.append([variant, f"{sweep.Cs[index]:.3g}", f"{float(head.weight.detach().norm()):.3g}", f"{lr:g}",
                      mixer_name or "none", f"{s0:.2f}", f"{hist['train_loss'][0]:.2f}",
                      f"{100 * acc['id_test']:.1f}", f"{100 * ood_mean:.1f}",
                      f"{ch['id']['mean_squared_change']:.3g}"])
