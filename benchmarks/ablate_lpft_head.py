@@ -126,8 +126,7 @@ def main() -> None:
                      mixer_name or "none", f"{s0:.2f}", f"{hist['train_loss'][0]:.2f}",
                      f"{100 * acc['id_test']:.1f}", f"{100 * ood_mean:.1f}",
                      f"{ch['id']['mean_squared_change']:.3g}"])
-        print(f"  {variant} lr={lr:g} mixer={mixer_name}: ID {100 * acc['id_test']:.1f} OOD {100 * ood_mean:.1f} "
-              f"first-epoch loss {hist['train_loss'][0]:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print("  " + " | ".join(rows[-1]) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
     print()
     print(format_table(rows, ["LP head", "C", "head norm", "lr", "mixer", "step-0 loss", "epoch-1 loss", "ID test %",
                               "OOD mean %", "Δfeat ID (mean sq.)"], markdown=True))
