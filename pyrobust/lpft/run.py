@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader
 
 from pyrobust.features import extract_features
 from pyrobust.lpft.evaluate import evaluate
-from pyrobust.lpft.finetune import _fresh_head as _fresh_head_like
-from pyrobust.lpft.finetune import finetune
+from pyrobust.lpft.finetune import _fresh_head, finetune
 from pyrobust.lpft.probe_head import head_at, linear_probe
 from pyrobust.tables import format_table
 
@@ -214,8 +213,8 @@ def run_lpft(
                     head = copy.deepcopy(lp_head) if method == "lpft" else None
                     m, hist = finetune(m, head, train, val, epochs=epochs, lr=float(lr), seed=int(seed),
                                        device=device, progress=progress, **ft_kwargs)
-                    start_norm = _head_norm(lp_head) if method == "lpft" else _head_norm(
-                        _fresh_head_like(m, int(seed)))
+                    # FT's fresh head is seeded by the run's seed: the same draw again gives its starting norm
+                    start_norm = _head_norm(lp_head if method == "lpft" else _fresh_head(m, int(seed)))
                     trials.append((record(method, float(lr), int(seed), m, {
                         "head_norm": start_norm, "train_loss_by_epoch": list(hist["train_loss"]),
                         "val_accuracy_by_epoch": list(hist["val_accuracy"])}), m))
