@@ -54,3 +54,16 @@ def linear_probe(cache_train, cache_val, Cs=None, **sweep_kwargs) -> tuple[nn.Li
                          f"{classes[:20].tolist()}")
     head = result.to_linear().to(torch.float32)
     return head, result
+
+
+def head_at(result, index: int) -> nn.Linear:
+    """The sweep's head at ``result.Cs[index]`` as an ``nn.Linear`` (float32) on raw features; at
+    ``result.best_index`` it equals :func:`linear_probe`'s head."""
+    if not 0 <= int(index) < len(result.Cs):
+        raise IndexError(f"index {index} out of range for a sweep of {len(result.Cs)} values of C")
+    coef = torch.from_numpy(np.asarray(result.coefs[index]))
+    head = nn.Linear(coef.shape[1], coef.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(coef)
+        head.bias.copy_(torch.from_numpy(np.asarray(result.intercepts[index])))
+    return head

@@ -25,8 +25,8 @@ from pyrobust.checks import check_int, check_real
 from pyrobust.errors import resolve_device
 from pyrobust.features import extract_features
 from pyrobust.lpft.evaluate import evaluate
-from pyrobust.lpft.finetune import finetune
-from pyrobust.lpft.probe_head import linear_probe
+from pyrobust.lpft.finetune import _fresh_head, finetune
+from pyrobust.lpft.probe_head import head_at, linear_probe
 from pyrobust.tables import format_table
 
 METHODS = ("lp", "ft", "lpft")
@@ -39,7 +39,10 @@ class LPFTStudy:
     ``rows``: one dict per method at its selected lr (means over seeds; ``*_std`` when several seeds) with keys
     ``method``, ``lr`` (None for LP), ``C`` (LP only), ``id_val``, ``id_test``, ``ood_mean``, one key per OOD set,
     ``feature_change_id`` / ``feature_change_ood`` (mean squared change of penultimate features, OOD averaged over
-    sets), ``procrustes_id`` / ``procrustes_ood``. ``runs``: every (method, lr, seed) run with its accuracies.
+    sets), ``procrustes_id`` / ``procrustes_ood``; for FT and LP-FT also ``head_norm`` (Frobenius norm of the head
+    fine-tuning started from), ``first_epoch_loss``, and ``train_loss_by_epoch`` / ``val_accuracy_by_epoch``
+    (means over seeds); for LP ``head_norm``. ``runs``: every (method, lr, seed) run with its accuracies and
+    training history.
     """
 
     rows: list[dict]
@@ -89,6 +92,13 @@ def _summarise(method, lr, runs, ood_names, extra=None) -> dict:
         row[k] = float(vals.mean())
         if len(vals) > 1:
             row[k + "_std"] = float(vals.std(ddof=1))
+    if "head_norm" in runs[0]:
+        row["head_norm"] = float(np.mean([r["head_norm"] for r in runs]))
+    for k in ("train_loss_by_epoch", "val_accuracy_by_epoch"):
+        if k in runs[0] and None not in runs[0][k]:
+            row[k] = np.mean([r[k] for r in runs], axis=0).tolist()
+    if "train_loss_by_epoch" in row:
+        row["first_epoch_loss"] = row["train_loss_by_epoch"][0]
     row["seeds"] = [r["seed"] for r in runs]
     return row
 
@@ -151,6 +161,10 @@ def _check_study_args(methods, ood, seeds, epochs, ft_lrs, lpft_lrs, probe_kwarg
             raise ValueError(f"cache_dir {os.fspath(cache_dir)!r} is a file, not a folder")
 
 
+def _head_norm(head: nn.Module | None) -> float:
+    return float(head.weight.detach().norm()) if isinstance(head, nn.Linear) else float("nan")
+
+
 def run_lpft(
     model: nn.Module | Callable[[], nn.Module],
     *,
@@ -170,6 +184,7 @@ def run_lpft(
     feature_change_batches: int | None = None,
     device=None,
     progress: bool = True,
+    select_head: Callable[[object], int] | None = None,
 ) -> LPFTStudy:
     """Run LP, FT and LP-FT on the same data and return one comparison table.
 
@@ -186,6 +201,8 @@ def run_lpft(
             arguments (optimizer, mixer, early_stopping, ...).
         feature_change_batches: limit batches per set for the feature-change measurement.
         device, progress: as in :func:`finetune`.
+        select_head: ``select_head(sweep_result) -> index`` of the C whose probe head LP and LP-FT use (default:
+            the sweep's ``best_index``, the best ID val accuracy).
 
     Returns:
         :class:`LPFTStudy` (``.rows``, ``.runs``, ``.to_markdown()``).
@@ -231,12 +248,16 @@ def run_lpft(
             c_val = extract_features(pretrained, _sequential(val), os.path.join(root, "val"), **kw)
             pk = {"progress": progress, **(probe_kwargs or {})}
             lp_head, sweep = linear_probe(c_train, c_val, Cs, **pk)
+            index = sweep.best_index if select_head is None else int(select_head(sweep))
+            if index != sweep.best_index:
+                lp_head = head_at(sweep, index)
+            lp_extra = {"C": float(sweep.Cs[index]), "head_norm": _head_norm(lp_head)}
             if "lp" in methods:
                 m = copy.deepcopy(pretrained)
                 m.head = copy.deepcopy(lp_head)
-                run = record("lp", None, None, m, {"C": float(sweep.best_C)})
+                run = record("lp", None, None, m, lp_extra)
                 add_change(run, None)
-                rows.append(_summarise("lp", None, [run], ood_names, {"C": float(sweep.best_C)}))
+                rows.append(_summarise("lp", None, [run], ood_names, lp_extra))
 
         for method, lrs in (("ft", ft_lrs), ("lpft", lpft_lrs)):
             if method not in methods:
@@ -249,7 +270,11 @@ def run_lpft(
                     head = copy.deepcopy(lp_head) if method == "lpft" else None
                     m, hist = finetune(m, head, train, val, epochs=epochs, lr=float(lr), seed=int(seed),
                                        device=device, progress=progress, **ft_kwargs)
-                    trials.append((record(method, float(lr), int(seed), m), m))
+                    # FT's fresh head is seeded by the run's seed: the same draw again gives its starting norm
+                    start_norm = _head_norm(lp_head if method == "lpft" else _fresh_head(m, int(seed)))
+                    trials.append((record(method, float(lr), int(seed), m, {
+                        "head_norm": start_norm, "train_loss_by_epoch": list(hist["train_loss"]),
+                        "val_accuracy_by_epoch": list(hist["val_accuracy"])}), m))
                 score = float(np.mean([r["id_val"] for r, _ in trials]))
                 if best is None or score > best[0]:
                     best = (score, float(lr), trials)

@@ -27,9 +27,10 @@ __all__ = ["Report", "format_table", "new_figure", "write_json"]
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.45 }
 h1 { border-bottom: 2px solid #444 } h2 { margin-top: 1.8em; border-bottom: 1px solid #bbb }
-table { border-collapse: collapse; margin: 0.8em 0 } td, th { border: 1px solid #ccc; padding: 0.25em 0.7em }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: 0.8em 0 }
+table { border-collapse: collapse } td, th { border: 1px solid #ccc; padding: 0.25em 0.7em }
 th { background: #f0f0f0 } td.num { text-align: right; font-variant-numeric: tabular-nums }
-figure { margin: 1em 0 } figcaption { color: #555; font-size: 0.92em } .note { background: #fff8e0; padding: 0.6em 1em; border-left: 4px solid #e0b000 }
+figure { margin: 1em 0 } img { max-width: 100%; height: auto } figcaption { color: #555; font-size: 0.92em } .note { background: #fff8e0; padding: 0.6em 1em; border-left: 4px solid #e0b000 }
 """
 
 
@@ -66,7 +67,8 @@ class Report:
                 for v in row
             )
             body.append(f"<tr>{tds}</tr>")
-        self._parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+        # a table wider than the page scrolls inside its own box instead of widening the page
+        self._parts.append(f'<div class="table-wrap"><table><tr>{head}</tr>{"".join(body)}</table></div>')
 
     def figure(self, fig: Figure, name: str, caption: str = "") -> None:
         """Embed a figure; it is also written as ``<name>.png`` beside the report."""

@@ -5,9 +5,9 @@ and values of the wrong type are refused with :class:`~pyrobust.errors.UsageErro
 ``to_toml`` writes a file that ``from_toml`` reads back equal. :class:`StudyConfig` is the LP-FT
 study's (``pyrobust demo`` runs ``StudyConfig()`` plus command-line overrides; ``pyrobust lpft
 --config study.toml`` reads every field from a file; ``examples/study.toml`` holds the demo's
-defaults). Its defaults are sized so that ``make demo``, set-up included, stays within about 10
-minutes on a 2-core machine; ``--mixers`` adds CutMix and the others, ``--image-size 64 --epochs 4``
-comes closer to the paper's study.
+defaults). Its defaults are sized so that ``make demo``, set-up included, stays within 5 minutes on
+a 2-core machine; ``--mixers`` adds CutMix and the others, ``--image-size 64 --epochs 4`` comes
+closer to the paper's study, and ``ood_datasets`` (``--ood``) adds the user's own natural shifts.
 """
 
 from __future__ import annotations
@@ -105,9 +105,16 @@ class StudyConfig(TomlConfig):
     lpft_lrs: list = field(default_factory=lambda: [1e-4, 3e-4])
     seeds: list = field(default_factory=lambda: [0])
     optimizer: str = "sgd"
+    # the probe head LP and LP-FT use: "calibrated", the lowest val loss among the Cs within one standard
+    # error of the best val accuracy; or "best-accuracy", the sweep's own choice (the LP-FT authors')
+    lp_head: str = "calibrated"
     # mixers used during LP-FT fine-tuning, each at LP-FT's selected lr
     mixers: list = field(default_factory=lambda: ["smoothmix-circle"])
-    # OOD sets: each corruption at each severity, applied to the ID test split
+    # natural-shift OOD sets: image folders (one sub-folder per class, named as the ID classes) or .npz
+    # files (images, labels, optional classes); each reported under its folder's or file's name
+    ood_datasets: list = field(default_factory=list)
+    # corrupted OOD sets: each corruption at each severity, applied to the ID test split (may be empty
+    # when ood_datasets are given)
     corruptions: list = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
     severities: list = field(default_factory=lambda: [2, 4])
     feature_change_batches: int = 4

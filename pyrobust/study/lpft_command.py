@@ -12,6 +12,9 @@ from pyrobust.study.config import StudyConfig
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file with a [study] table (keys: the fields of StudyConfig)")
     parser.add_argument("--out", help="output folder (overrides the config's)")
+    parser.add_argument("--ood", action="append", metavar="PATH",
+                        help="a natural-shift OOD set (image folder or .npz), added to the config's ood_datasets; "
+                             "repeatable")
     parser.add_argument("--write-example", metavar="PATH", help="write the demo's defaults as a TOML config and exit")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -29,6 +32,7 @@ def run(args) -> int:
     cfg = StudyConfig.from_toml(args.config)
     if args.out:
         cfg.out = args.out
+    cfg.ood_datasets = list(cfg.ood_datasets) + list(args.ood or [])
     from pyrobust.study.demo import report_run
 
     return report_run(cfg, progress=not args.no_progress)

@@ -1,16 +1,17 @@
 """The end-to-end LP / FT / LP-FT robustness study behind ``pyrobust demo`` and ``pyrobust lpft``.
 
-Steps: load the ID data and build corrupted copies of its test split as OOD sets → extract and
-cache the pretrained backbone's features → sweep the linear probe (LP) → fine-tune from a fresh
-head (FT) and from the LP head (LP-FT) over small learning-rate grids → LP-FT again with each
-batch mixer → evaluate every model on ID test and every OOD set → measure how far FT and LP-FT
-moved the penultimate features on ID and OOD inputs → the linear-theory panel → ``results.json``
-and a self-contained ``report.html``.
+Steps: load the ID data, the user's natural-shift OOD sets (``ood_datasets``: image folders or
+``.npz`` files, :mod:`pyrobust.study.ood_sets`) and corrupted copies of the ID test split → extract
+and cache the pretrained backbone's features → sweep the linear probe (LP) and pick its head
+(:mod:`pyrobust.study.lp_head`) → fine-tune from a fresh head (FT) and from the LP head (LP-FT) over
+small learning-rate grids → LP-FT again with each batch mixer → evaluate every model on ID test and
+every OOD set → measure how far FT and LP-FT moved the penultimate features on ID and OOD inputs →
+the linear-theory panel → ``results.json`` and a self-contained ``report.html``.
 
 The question it answers (Kumar et al., ICLR 2022): which way of transferring keeps OOD accuracy,
-and how much did the features move? The report says which regime the data are in: where the
-pretrained features are weak for the task (low LP accuracy) the paper expects the features must
-change, and FT can win OOD too.
+and how much did the features move? The report says which regime the data are in, from LP's OOD
+accuracy against FT's (:mod:`pyrobust.study.regime`), and which fine-tuning runs stopped short of
+their plateau (:mod:`pyrobust.study.plateau`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,19 @@ from pyrobust.augment import MIXER_NAMES
 from pyrobust.augment import make_mixer as build_mixer
 from pyrobust.errors import UsageError, check_dataset, check_out_folder, resolve_device
 from pyrobust.study.config import StudyConfig
+from pyrobust.study.lp_head import RULE as CALIBRATED_RULE
+from pyrobust.study.lp_head import accuracy_margin, lp_head_index
+from pyrobust.study.ood_sets import check_ood_paths, load_ood_set, ood_set_name
+from pyrobust.study.plateau import plateau_status
+from pyrobust.study.regime import regime_verdict
 
 # Each mixer at its own defaults except MixUp, at alpha 0.2 (milder blends than its default alpha 1).
 MIXER_SETTINGS = {"mixup": {"alpha": 0.2}}
+
+# the probe head LP and LP-FT use (StudyConfig.lp_head)
+LP_HEAD_RULES = {"calibrated": CALIBRATED_RULE,
+                 "best-accuracy": "best validation accuracy, ties to the smaller C (the probe sweep's own choice)"}
+LP_HEAD_CHOICES = tuple(LP_HEAD_RULES)
 
 
 def study_mixer(name: str, num_classes: int, seed: int = 0):
@@ -59,11 +70,16 @@ def validate(cfg: StudyConfig) -> None:
     for c in cfg.corruptions:
         if c not in CORRUPTIONS:
             raise UsageError(f"unknown corruption {c!r}; known: {', '.join(CORRUPTIONS)}")
-    if not cfg.corruptions or not cfg.severities:
-        raise UsageError("corruptions and severities must not be empty: the OOD sets come from them")
+    if not cfg.corruptions and not cfg.ood_datasets:
+        raise UsageError("no OOD sets: give ood_datasets (--ood PATH), corruptions, or both")
+    if cfg.corruptions and not cfg.severities:
+        raise UsageError("severities must not be empty when corruptions are given")
     for s in cfg.severities:
         if not isinstance(s, int) or not 1 <= s <= 5:
             raise UsageError(f"severities must be integers in 1..5, got {s!r}")
+    check_ood_paths(cfg.ood_datasets, reserved=corruption_set_names(cfg))
+    if cfg.lp_head not in LP_HEAD_CHOICES:
+        raise UsageError(f"lp_head must be one of {', '.join(LP_HEAD_CHOICES)}, got {cfg.lp_head!r}")
     resolve_device(cfg.device)
     if cfg.standardize not in ("none", "feature", "scalar"):
         raise UsageError(f"standardize must be none, feature or scalar, got {cfg.standardize!r}")
@@ -92,8 +108,14 @@ def _labels_of(ds) -> np.ndarray:
     return np.asarray([int(ds[i][1]) for i in range(len(ds))])
 
 
+def corruption_set_names(cfg: StudyConfig) -> list[str]:
+    """The names of the corrupted OOD sets, ``corruption@severity``."""
+    return [f"{c}@{s}" for c in cfg.corruptions for s in cfg.severities]
+
+
 def load_data(cfg: StudyConfig):
-    """ID splits (subsampled as configured), the number of classes, and the OOD sets."""
+    """ID splits (subsampled as configured), the number of classes, and the OOD sets (natural shifts first,
+    then corrupted copies of the test split)."""
     from pyrobust.data import CorruptedDataset, DatasetNotFoundError, get_dataset
 
     try:
@@ -106,7 +128,9 @@ def load_data(cfg: StudyConfig):
     val = _subset(splits["val"], cfg.max_val, cfg.seed + 1)
     test = _subset(splits["test"], cfg.max_test, cfg.seed + 2)
     num_classes = int(max(_labels_of(train).max(), _labels_of(val).max(), _labels_of(test).max())) + 1
-    ood = {f"{c}@{s}": CorruptedDataset(test, c, s, seed=cfg.seed) for c in cfg.corruptions for s in cfg.severities}
+    id_classes = getattr(splits["train"], "classes", None) or [str(i) for i in range(num_classes)]
+    ood = {ood_set_name(p): load_ood_set(p, id_classes[:num_classes], cfg.image_size) for p in cfg.ood_datasets}
+    ood.update({f"{c}@{s}": CorruptedDataset(test, c, s, seed=cfg.seed) for c in cfg.corruptions for s in cfg.severities})
     return train, val, test, num_classes, ood
 
 
@@ -128,8 +152,12 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
         raise UsageError(str(exc).splitlines()[0]) from None
     timings["data_and_model_s"] = time.perf_counter() - start
     os.makedirs(cfg.out, exist_ok=True)
+    natural = [ood_set_name(p) for p in cfg.ood_datasets]
+    what = ", ".join(f"{n} ({len(ood[n])} images)" for n in natural)
+    if cfg.corruptions:
+        what += (", " if what else "") + f"{len(ood) - len(natural)} corrupted copies of the test split"
     log(f"ID data: {cfg.dataset} ({len(train)} train / {len(val)} val / {len(test)} test, {num_classes} classes, "
-        f"{cfg.image_size} px); OOD: {len(ood)} corrupted copies of the test split; backbone {cfg.backbone}; {device}")
+        f"{cfg.image_size} px); OOD: {what}; backbone {cfg.backbone}; {device}")
 
     g = torch.Generator().manual_seed(cfg.seed)
     mk = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers)
@@ -138,10 +166,14 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
     test_loader = DataLoader(test, shuffle=False, **mk)
     ood_loaders = {name: DataLoader(ds, shuffle=False, **mk) for name, ds in ood.items()}
     Cs = np.logspace(cfg.c_min, cfg.c_max, cfg.n_cs)
+    select_head = None
+    if cfg.lp_head == "calibrated":
+        def select_head(sweep):
+            return lp_head_index(sweep.val_accuracy, sweep.val_loss, len(val))
     common = dict(
         train=train_loader, val=val_loader, id_test=test_loader, ood=ood_loaders, epochs=cfg.epochs,
         Cs=Cs, seeds=tuple(cfg.seeds), cache_dir=os.path.join(cfg.out, "feature-cache"),
-        probe_kwargs={"standardize": cfg.standardize},
+        probe_kwargs={"standardize": cfg.standardize}, select_head=select_head,
         feature_change_batches=cfg.feature_change_batches or None, device=device, progress=progress,
     )
 
@@ -167,7 +199,8 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
     timings["theory_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
 
-    results = assemble_results(cfg, rows, study, theory, timings, device, num_classes, (len(train), len(val), len(test)))
+    sizes = {"train_val_test": (len(train), len(val), len(test)), "ood": {n: len(ds) for n, ds in ood.items()}}
+    results = assemble_results(cfg, rows, study, theory, timings, device, num_classes, sizes)
     from pyrobust.study.lpft_report import write_report
 
     t = time.perf_counter()
@@ -179,20 +212,62 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
     return results
 
 
+def _method_doc(r: dict, groups: dict, n_val: int) -> dict:
+    doc = {
+        "id_accuracy": r["id_test"],
+        "id_val_accuracy": r["id_val"],
+        "ood_accuracy": r["ood_mean"],
+        "ood_by_set": {n: r[n] for names in groups.values() for n in names},
+        "ood_by_group": {g: float(np.mean([r[n] for n in names])) for g, names in groups.items() if names},
+        "lr": r["lr"],
+        **({"C": r["C"]} if r.get("C") is not None else {}),
+        **{k: r[k] for k in ("id_test_std", "ood_mean_std") if k in r},
+    }
+    # what the run started from and how its training went (head norm: Frobenius norm of the head's weight)
+    for k in ("head_norm", "first_epoch_loss", "train_loss_by_epoch", "val_accuracy_by_epoch"):
+        if k in r:
+            doc[k] = r[k]
+    if "val_accuracy_by_epoch" in r:
+        doc["plateau"] = plateau_status(r["val_accuracy_by_epoch"], n_val)
+    return doc
+
+
+def _probe_doc(probe, n_val: int, rule: str, head_C) -> dict:
+    if probe is None:
+        return {}
+    norms = [float(np.linalg.norm(c)) for c in probe.coefs]
+    return {
+        "Cs": [float(c) for c in probe.Cs],
+        "val_accuracy": [float(a) for a in probe.val_accuracy],
+        "val_loss": [float(v) for v in probe.val_loss],
+        "train_loss": [float(v) for v in probe.train_loss],
+        "head_norm": norms,
+        "n_iter": [int(i) for i in probe.n_iter],
+        "converged": [bool(c) for c in probe.converged],
+        "best_C": float(probe.best_C),
+        "head_rule": LP_HEAD_RULES[rule],
+        "head_C": head_C,
+        "accuracy_margin": accuracy_margin(float(np.max(probe.val_accuracy)), n_val),
+        "seconds": float(getattr(probe, "seconds", 0.0)),
+    }
+
+
 def assemble_results(cfg, rows, study, theory, timings, device, num_classes, sizes) -> dict:
-    """The ``results.json`` document (accuracies as fractions, feature change as mean squared change)."""
+    """The ``results.json`` document (accuracies as fractions, feature change as mean squared change).
+
+    ``sizes``: ``{"train_val_test": (n_train, n_val, n_test), "ood": {set name: images}}`` (a plain
+    ``(n_train, n_val, n_test)`` is read as the first, every OOD set then counted as the test split's size).
+    """
     ood_names = list(study.ood_names)
+    if not isinstance(sizes, dict):
+        sizes = {"train_val_test": tuple(sizes), "ood": {n: sizes[2] for n in ood_names}}
+    n_val = sizes["train_val_test"][1]
+    corrupted = set(corruption_set_names(cfg))
+    groups = {"natural": [n for n in ood_names if n not in corrupted],
+              "corrupted": [n for n in ood_names if n in corrupted]}
     methods, change = {}, {}
     for r in rows:
-        methods[r["method"]] = {
-            "id_accuracy": r["id_test"],
-            "id_val_accuracy": r["id_val"],
-            "ood_accuracy": r["ood_mean"],
-            "ood_by_set": {n: r[n] for n in ood_names},
-            "lr": r["lr"],
-            **({"C": r["C"]} if r.get("C") is not None else {}),
-            **{k: r[k] for k in ("id_test_std", "ood_mean_std") if k in r},
-        }
+        methods[r["method"]] = _method_doc(r, groups, n_val)
         if r["method"] != "lp":
             change[r["method"]] = {
                 "id": r["feature_change_id"],
@@ -200,34 +275,27 @@ def assemble_results(cfg, rows, study, theory, timings, device, num_classes, siz
                 "procrustes_id": r["procrustes_id"],
                 "procrustes_ood": r["procrustes_ood"],
             }
-    probe = getattr(study, "probe", None)
-    probe_doc = {}
-    if probe is not None:
-        probe_doc = {
-            "Cs": [float(c) for c in probe.Cs],
-            "val_accuracy": [float(a) for a in probe.val_accuracy],
-            "val_loss": [float(v) for v in probe.val_loss],
-            "train_loss": [float(v) for v in probe.train_loss],
-            "n_iter": [int(i) for i in probe.n_iter],
-            "converged": [bool(c) for c in probe.converged],
-            "best_C": float(probe.best_C),
-            "seconds": float(getattr(probe, "seconds", 0.0)),
-        }
     lp, ft, lpft = methods["lp"], methods["ft"], methods["lpft"]
     ratio = change["ft"]["id"] / max(change["lpft"]["id"], 1e-30)
+    regime = regime_verdict(methods, change, sizes["ood"], groups, ft.get("plateau"))
+    stopped_short = [m for m, d in methods.items() if d.get("plateau", {}).get("reached") is False]
     return {
         "methods": methods,
         "feature_change": change,
-        "probe": probe_doc,
+        "probe": _probe_doc(getattr(study, "probe", None), n_val, cfg.lp_head, lp.get("C")),
+        "regime": regime,
         "theory": {m: {k: theory[m][k]["mean"] for k in ("id_error", "ood_error", "feature_distance")}
                    for m in ("lp", "ft", "lpft")},
         "findings": {
             "lpft_ood_ge_ft_ood": bool(lpft["ood_accuracy"] >= ft["ood_accuracy"]),
             "ft_over_lpft_feature_change_id": ratio,
             "lp_id_accuracy": lp["id_accuracy"],
+            "features_good_on_shift": regime["features_good_on_shift"],
+            "stopped_short_of_plateau": stopped_short,
         },
         "config": {**cfg.to_dict(), "device": str(device), "num_classes": num_classes,
-                   "train_val_test_sizes": list(sizes), "ood_sets": ood_names},
+                   "train_val_test_sizes": list(sizes["train_val_test"]), "ood_sets": ood_names,
+                   "ood_groups": groups, "ood_set_sizes": dict(sizes["ood"])},
         "timings": timings,
     }
 
@@ -254,4 +322,6 @@ def config_from_args(args, base: StudyConfig | None = None) -> StudyConfig:
             overrides[key] = value
     if getattr(args, "mixers", None) is not None:
         overrides["mixers"] = [m for m in args.mixers.split(",") if m]
+    if getattr(args, "ood", None):
+        overrides["ood_datasets"] = list(cfg.ood_datasets) + list(args.ood)
     return dataclasses.replace(cfg, **overrides)
