@@ -54,14 +54,23 @@ MaskMode check_mix_params(const at::Tensor& params, const std::string& mode, int
                     "'");
 }
 
-MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
-                        const at::Tensor& params, const std::string& mode) {
+namespace {
+
+// A 4-D batch of a dtype the blends support.
+void check_mix_images(const at::Tensor& images) {
   TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
               "-D");
   const auto dtype = images.scalar_type();
   TORCH_CHECK(dtype == at::kByte || dtype == at::kHalf || dtype == at::kBFloat16 ||
                   dtype == at::kFloat || dtype == at::kDouble,
               "images should be uint8, float16, bfloat16, float32 or float64, got ", dtype);
+}
+
+}  // namespace
+
+MaskMode check_mix_args(const at::Tensor& images, const at::Tensor& partner,
+                        const at::Tensor& params, const std::string& mode) {
+  check_mix_images(images);
   const int64_t n = images.size(0);
   TORCH_CHECK(partner.dim() == 1 && partner.size(0) == n,
               "partner should be a 1-D tensor of length ", n, ", got shape ", partner.sizes());
@@ -129,12 +138,7 @@ MaskMode check_mix_gather_args(at::TensorList samples, const at::Tensor& partner
 
 Layout check_mix_pairs_args(const at::Tensor& images, const at::Tensor& params,
                             const at::Tensor& modes, const at::Tensor& invert) {
-  TORCH_CHECK(images.dim() == 4, "images should be a 4-D (N, C, H, W) tensor, got ", images.dim(),
-              "-D");
-  const auto dtype = images.scalar_type();
-  TORCH_CHECK(dtype == at::kByte || dtype == at::kHalf || dtype == at::kBFloat16 ||
-                  dtype == at::kFloat || dtype == at::kDouble,
-              "images should be uint8, float16, bfloat16, float32 or float64, got ", dtype);
+  check_mix_images(images);
   // Mixed in place: no contiguous copy to fall back on.
   TORCH_CHECK(images.is_contiguous() || images.is_contiguous(at::MemoryFormat::ChannelsLast),
               "images should be contiguous or channels_last (they are mixed in place), got strides ",
