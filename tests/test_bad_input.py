@@ -8,7 +8,7 @@ import pytest
 
 from tests.bad_input.harness import WorkerPool
 
-TABLES = ["probe", "features", "lpft", "distortion", "data", "models", "theory", "ops", "cli", "properties"]
+TABLES = ["probe", "features", "lpft", "distortion", "data", "models", "theory", "ops", "mixers", "cli", "properties"]
 PARAMS = []
 for _name in TABLES:
     _module = f"tests.bad_input.cases_{_name}"

@@ -67,8 +67,9 @@ def _check_range(name: str, value: Sequence[float], low: float, high: float) -> 
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} should be a pair (low, high), got {value!r}") from None
-    if not low <= lo <= hi <= high:
-        raise ValueError(f"{name} should satisfy {low} <= low <= high <= {high}, got {value!r}")
+    if not (low <= lo <= hi <= high and math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"{name} should be finite and satisfy {low} <= low <= high <= {high}, "
+                         f"got {value!r}")
     return lo, hi
 
 
@@ -312,8 +313,8 @@ class SmoothMix(BatchMixer):
             raise ValueError(f"sigma_range should be positive, got {sigma_range!r}")
         self.sigma_range = (lo, hi)
         self.size_range = _check_range("size_range", size_range, 0.0, 1.0)
-        if not isinstance(smooth, (int, float)) or not smooth > 0.0:
-            raise ValueError(f"smooth should be a positive fraction of the image size, got {smooth!r}")
+        if not isinstance(smooth, (int, float)) or not 0.0 < smooth < math.inf:
+            raise ValueError(f"smooth should be a finite positive fraction of the image size, got {smooth!r}")
         self.smooth = float(smooth)
         self.ellipse = bool(ellipse)
         self.family = mode  # mix_draw's parameter families are named after the shapes

@@ -13,13 +13,34 @@ closer to the paper's study, and ``ood_datasets`` (``--ood``) adds the user's ow
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pyrobust.errors import UsageError
 
 DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "fog")
+
+
+def _check_value(what: str, value: Any, expected: Any) -> None:
+    """``value`` is of the field's annotated type (``int``, ``float``, ``str``, ``bool`` or a list
+    of one of them): ints pass for floats, bools never pass for numbers, and floats are finite."""
+    if typing.get_origin(expected) is list:
+        if not isinstance(value, list):
+            raise UsageError(f"{what} should be a list, got {value!r}")
+        (item,) = typing.get_args(expected)
+        for v in value:
+            _check_value(f"{what} (in {value!r})", v, item)
+        return
+    ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+    if isinstance(value, bool) and expected is not bool:
+        ok = False
+    if not ok:
+        raise UsageError(f"{what} should be {getattr(expected, '__name__', expected)}, got {value!r}")
+    if expected is float and not math.isfinite(value):
+        raise UsageError(f"{what} should be a finite number, got {value!r}")
 
 
 class TomlConfig:
@@ -36,21 +57,17 @@ class TomlConfig:
             raise UsageError(
                 f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
             )
-        defaults = cls()
+        hints = typing.get_type_hints(cls)
         for key, value in values.items():
-            expected = type(getattr(defaults, key))
-            ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
-            if isinstance(value, bool) and expected is not bool:
-                ok = False
-            if not ok:
-                raise UsageError(
-                    f"{source}: key {key!r} should be {expected.__name__}, got {value!r}"
-                )
+            _check_value(f"{source}: key {key!r}", value, hints[key])
         return cls(**values)
 
     @classmethod
     def read_toml(cls, path: str) -> dict[str, Any]:
-        """The keys of ``path``'s ``[TABLE]`` table (or its top-level keys), not yet checked."""
+        """The keys of ``path``'s ``[TABLE]`` table (or its top-level keys), not yet checked.
+
+        A file with the table holds nothing else: another table (a misspelt ``[studdy]``, say)
+        or a key outside it is refused rather than ignored."""
         try:
             with open(path, "rb") as f:
                 values = tomllib.load(f)
@@ -58,7 +75,17 @@ class TomlConfig:
             raise UsageError(f"config file {path!r} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"config file {path!r} is not valid TOML: {exc}") from None
-        return values.get(cls.TABLE, values)
+        tables = sorted(k for k, v in values.items() if isinstance(v, dict))
+        if cls.TABLE not in values:
+            if tables:
+                raise UsageError(f"{path}: unknown table(s) [{'], ['.join(tables)}]; the configuration "
+                                 f"goes in a [{cls.TABLE}] table (or at the top level)")
+            return values
+        others = sorted(k for k in values if k != cls.TABLE)
+        if others:
+            raise UsageError(f"{path}: {', '.join(repr(k) for k in others)} outside the [{cls.TABLE}] table "
+                             f"(misspelt? every setting goes in [{cls.TABLE}])")
+        return values[cls.TABLE]
 
     @classmethod
     def from_toml(cls, path: str):
@@ -101,22 +128,22 @@ class StudyConfig(TomlConfig):
     standardize: str = "scalar"
     # fine-tuning: SGD momentum 0.9, cosine schedule, BatchNorm in eval mode (the authors' protocol)
     epochs: int = 2
-    ft_lrs: list = field(default_factory=lambda: [3e-3, 1e-2])
-    lpft_lrs: list = field(default_factory=lambda: [1e-4, 3e-4])
-    seeds: list = field(default_factory=lambda: [0])
+    ft_lrs: list[float] = field(default_factory=lambda: [3e-3, 1e-2])
+    lpft_lrs: list[float] = field(default_factory=lambda: [1e-4, 3e-4])
+    seeds: list[int] = field(default_factory=lambda: [0])
     optimizer: str = "sgd"
     # the probe head LP and LP-FT use: "calibrated", the lowest val loss among the Cs within one standard
     # error of the best val accuracy; or "best-accuracy", the sweep's own choice (the LP-FT authors')
     lp_head: str = "calibrated"
     # mixers used during LP-FT fine-tuning, each at LP-FT's selected lr
-    mixers: list = field(default_factory=lambda: ["smoothmix-circle"])
+    mixers: list[str] = field(default_factory=lambda: ["smoothmix-circle"])
     # natural-shift OOD sets: image folders (one sub-folder per class, named as the ID classes) or .npz
     # files (images, labels, optional classes); each reported under its folder's or file's name
-    ood_datasets: list = field(default_factory=list)
+    ood_datasets: list[str] = field(default_factory=list)
     # corrupted OOD sets: each corruption at each severity, applied to the ID test split (may be empty
     # when ood_datasets are given)
-    corruptions: list = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
-    severities: list = field(default_factory=lambda: [2, 4])
+    corruptions: list[str] = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
+    severities: list[int] = field(default_factory=lambda: [2, 4])
     feature_change_batches: int = 4
     theory_seeds: int = 10
 

@@ -88,8 +88,19 @@ def validate(cfg: StudyConfig) -> None:
     for key in ("image_size", "epochs", "batch_size", "n_cs"):
         if getattr(cfg, key) < 1:
             raise UsageError(f"{key} must be >= 1, got {getattr(cfg, key)!r}")
+    for key in ("max_train", "max_val", "max_test", "num_workers", "seed", "feature_change_batches",
+                "theory_seeds"):
+        if getattr(cfg, key) < 0:
+            raise UsageError(f"{key} must be >= 0 (max_*: 0 means all), got {getattr(cfg, key)!r}")
+    if not cfg.c_min < cfg.c_max:
+        raise UsageError(f"c_min must be below c_max (log10 of C), got {cfg.c_min!r} and {cfg.c_max!r}")
     if not cfg.ft_lrs or not cfg.lpft_lrs or not cfg.seeds:
         raise UsageError("ft_lrs, lpft_lrs and seeds must not be empty")
+    for key in ("ft_lrs", "lpft_lrs"):
+        if any(not lr > 0 for lr in getattr(cfg, key)):
+            raise UsageError(f"{key} must hold learning rates > 0, got {getattr(cfg, key)!r}")
+    if any(s < 0 for s in cfg.seeds):
+        raise UsageError(f"seeds must be integers >= 0, got {cfg.seeds!r}")
 
 
 def _subset(ds, limit: int, seed: int):

@@ -41,7 +41,7 @@ class MixStudyConfig(TomlConfig):
     model: str = "small_resnet"
     width: int = 16  # small_resnet's first-stage channels
     # "none" (the baseline: one-hot targets, no mixing) and mixer names
-    mixers: list = field(default_factory=_every_arm)
+    mixers: list[str] = field(default_factory=_every_arm)
     epochs: int = 3
     seeds: int = 1  # seeds 0 .. seeds - 1
     out: str = "mixstudy-out"
@@ -54,7 +54,7 @@ class MixStudyConfig(TomlConfig):
     lr: float = 0.1  # peak SGD learning rate
     corruption_images: int = 2000  # test images per corrupted set; 0: all
     cam_images: int = 500
-    severities: list = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
 
     @classmethod
     def quick_run(cls, **overrides) -> "MixStudyConfig":

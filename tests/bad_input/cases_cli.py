@@ -130,3 +130,31 @@ def _npz(**arrays):
     path = os.path.join(fresh_dir(), "f.npz")
     np.savez(path, **arrays)
     return path
+
+
+def study_config(text: str) -> str:
+    """A study TOML file holding ``text`` (unset keys keep the demo's defaults)."""
+    path = os.path.join(fresh_dir(), "study.toml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def lpft(text: str):
+    out = os.path.join(fresh_dir(), "out")
+    return cli("lpft", "--config", study_config(f'[study]\nout = "{out}"\n{text}\n'))
+
+
+STUDY_CASES = table(
+    bad("lpft max_train negative", lambda: lpft("max_train = -1"), E, r"max_train must be >= 0"),
+    bad("lpft ft_lrs string", lambda: lpft('ft_lrs = ["fast"]'), E, r"'ft_lrs' .*should be float, got 'fast'"),
+    bad("lpft c_min nan", lambda: lpft("c_min = nan"), E, r"'c_min' should be a finite number"),
+    bad("lpft c_min above c_max", lambda: lpft("c_min = 3.0"), E, r"c_min must be below c_max"),
+    bad("lpft lr zero", lambda: lpft("lpft_lrs = [0.0]"), E, r"lpft_lrs must hold learning rates > 0"),
+    bad("lpft seeds negative", lambda: lpft("seeds = [-2]"), E, r"seeds must be integers >= 0"),
+    bad("lpft misspelt table", lambda: lpft("epochs = 2\n[studdy]\nepochs = 3"), E, r"'studdy' outside the \[study\]"),
+    bad("lpft unknown key", lambda: lpft("epoch = 2"), E, r"unknown key\(s\) epoch"),
+    bad("lpft bool for a count", lambda: lpft("epochs = true"), E, r"'epochs' should be int"),
+    bad("lpft empty out", lambda: cli("lpft", "--config", study_config('[study]\nout = ""\n')), E, r"output folder"),
+)
+CASES.update(STUDY_CASES)
