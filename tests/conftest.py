@@ -1,6 +1,7 @@
 """Shared test helpers: the CUDA marker and one table of per-dtype tolerances."""
 
 import os
+import socket
 
 import pytest
 import torch
@@ -36,3 +37,10 @@ TOLERANCE = {
 def devices():
     """Parameter list of devices: CPU always, CUDA where it can run."""
     return ["cpu", pytest.param("cuda", marks=needs_cuda)]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the rendezvous of spawned torch.distributed ranks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,22 +13,17 @@ from torch.utils.data import DataLoader
 
 from pyrobust.features import FeatureCache, extract_features
 from pyrobust.lpft import finetune
+from tests.conftest import free_port
 from tests.lpft_helpers import Blobs, TinyCNN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_ranks_match_one_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "lpft_helpers.py"), "ddp", str(tmp_path),
                                str(r), str(WORLD), str(port)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,15 +10,10 @@ import numpy as np
 import pytest
 
 from tests import probe_dist_helpers as helpers
+from tests.conftest import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_ranks(args, timeout=240, ok=True):
@@ -40,7 +34,7 @@ def _run_ranks(args, timeout=240, ok=True):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("probe_dist")
-    port = _free_port()
+    port = free_port()
     _run_ranks(lambda r: [os.path.join(HERE, "probe_dist_helpers.py"), str(out), str(r), str(WORLD),
                           str(port)])
     return [dict(np.load(out / f"rank{r}.npz")) for r in range(WORLD)]
@@ -102,7 +96,7 @@ def test_rank_shards_cover_the_cache_once(caches):
 
 def _probe_command(argv):
     """The argv of rank r's `pyrobust probe ...`, in the environment torchrun gives it."""
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(WORLD)}
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(WORLD)}
     code = ("import os, sys; os.environ.update({env!r}, RANK=sys.argv[1], LOCAL_RANK=sys.argv[1]); "
             "from pyrobust.cli import main; sys.exit(main({argv!r}))").format(env=env, argv=["probe", *argv])
     return lambda r: ["-c", code, str(r)]
