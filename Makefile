@@ -24,11 +24,16 @@ HAVE_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 .PHONY: demo test build bench pytest ctest ctest-sanitize system-deps clean
 
 # The pinned torch first, so that installing pyproject.toml's requirements (build tools, runtime
-# dependencies, the test and bench extras) never moves it.
+# dependencies) never moves it. The test and bench extras come in a second step that the demo
+# does not wait for.
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -qq $(TORCH)
-	$(PIP) install -qq $$($(PY) tools/requirements.py build-system dependencies test bench)
+	$(PIP) install -qq $$($(PY) tools/requirements.py build-system dependencies)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -qq $$($(PY) tools/requirements.py test bench)
 	touch $@
 
 # Fashion-MNIST's original IDX files come from Debian's dataset-fashion-mnist package; tests that
@@ -47,10 +52,10 @@ build: $(VENV)/.installed
 		> build/pip-build.log 2>&1 || (tail -60 build/pip-build.log; exit 1)
 	$(VENV)/bin/pyrobust info
 
-pytest: build
+pytest: build $(VENV)/.installed-test
 	$(PY) -m pytest -q -ra
 
-ctest: $(VENV)/.installed
+ctest: $(VENV)/.installed-test
 	$(VENV)/bin/cmake -S . -B $(CMAKE_DIR) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV))/bin/ninja \
 		-DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
 		$$($(PY) tools/cuda_env.py --cmake-args) $(CMAKE_ARGS) > $(CMAKE_DIR).log 2>&1 \
@@ -67,7 +72,7 @@ demo: WITH_CUDA = $(if $(filter 1,$(HAVE_GPU)),,0)
 demo: system-deps build
 	$(VENV)/bin/pyrobust demo --out $(DEMO_OUT)
 
-bench: build
+bench: build $(VENV)/.installed-test
 	$(PY) benchmarks/bench_mix.py
 	$(PY) benchmarks/bench_probe.py
 

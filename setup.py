@@ -93,8 +93,11 @@ defines = [
 # No --use_fast_math: its approximate exp / divide (flushing subnormals) would make the GPU masks
 # drift from the shared formula of mix_profiles.h by more than the float64 tests allow, and the
 # kernels are memory-bound anyway.
+# -g0 undoes the -g that Python's own CFLAGS put first: debug info for torch's headers is most of
+# the object files and a quarter of the compile time (PYROBUST_DEBUG=1 keeps it).
+debug = os.environ.get("PYROBUST_DEBUG", "0").strip().lower() not in ("", "0", "false", "no", "off")
 extra_compile_args = {
-    "cxx": ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"],
+    "cxx": ["-O3", "-fopenmp", "-Wall", "-Wno-unused-function"] + ([] if debug else ["-g0"]),
     "nvcc": ["-O3", "-lineinfo"],
 }
 include_dirs = [os.path.join(ROOT, "csrc")]

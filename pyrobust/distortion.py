@@ -150,8 +150,18 @@ def procrustes_distance(A: Any, B: Any) -> float:
     b = _centre(b, "B")
     a /= np.linalg.norm(a)
     b /= np.linalg.norm(b)
-    u, _, vt = np.linalg.svd(b.T @ a)
-    return float(np.linalg.norm(a - b @ (u @ vt)))
+    n, k = a.shape
+    if n >= k:
+        u, _, vt = np.linalg.svd(b.T @ a)
+        return float(np.linalg.norm(a - b @ (u @ vt)))
+    # Fewer inputs than features: work in the n-dimensional row spaces. With aᵀ = Qa Ra and bᵀ = Qb Rb
+    # (thin QR, Q (k, n) orthonormal), bᵀa = Qb (Rb Raᵀ) Qaᵀ; with Rb Raᵀ = U S Vᵀ the optimal rotation
+    # maps as Qb U Vᵀ Qaᵀ on those spaces (b vanishes off its own), so a - bQ = (Raᵀ - Rbᵀ U Vᵀ) Qaᵀ
+    # and the residual is that of (n, n) matrices: an n^3 SVD in place of a k^3 one.
+    qa, ra = np.linalg.qr(a.T)
+    qb, rb = np.linalg.qr(b.T)
+    u, _, vt = np.linalg.svd(rb @ ra.T)
+    return float(np.linalg.norm(ra.T - rb.T @ (u @ vt)))
 
 
 def linear_cka(A: Any, B: Any) -> float:

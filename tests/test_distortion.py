@@ -38,8 +38,9 @@ def normalised(x):
 
 
 @SETTINGS
-@given(n=st.integers(2, 40), k=st.integers(1, 8), seed=st.integers(0, 2**32 - 1))
+@given(n=st.integers(2, 40), k=st.integers(1, 60), seed=st.integers(0, 2**32 - 1))
 def test_procrustes_equals_scipy_residual(n, k, seed):
+    # k > n takes the thin path (the residual in the n-dimensional row spaces), k <= n the direct one
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((n, k)) * rng.uniform(0.1, 10) + rng.standard_normal(k)
     B = rng.standard_normal((n, k)) * rng.uniform(0.1, 10) + rng.standard_normal(k)
@@ -55,7 +56,7 @@ def test_procrustes_equals_scipy_residual(n, k, seed):
 
 
 @SETTINGS
-@given(n=st.integers(3, 40), k=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), reflect=st.booleans())
+@given(n=st.integers(3, 40), k=st.integers(1, 60), seed=st.integers(0, 2**32 - 1), reflect=st.booleans())
 def test_procrustes_rotated_scaled_shifted_copy_is_zero(n, k, seed, reflect):
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((n, k))
@@ -64,6 +65,17 @@ def test_procrustes_rotated_scaled_shifted_copy_is_zero(n, k, seed, reflect):
         Q[:, 0] *= -1
     B = 7.5 * A @ Q + rng.standard_normal(k) * 100
     assert procrustes_distance(A, B) < 1e-12 * 100
+
+
+def test_procrustes_wide_features_equal_scipy():
+    # network features: fewer inputs than feature dimensions, with correlated columns
+    rng = np.random.default_rng(3)
+    A = np.maximum(rng.standard_normal((60, 20)) @ rng.standard_normal((20, 300)), 0)
+    B = A + 0.3 * rng.standard_normal(A.shape)
+    a, b = normalised(A), normalised(B)
+    R, _ = scipy.linalg.orthogonal_procrustes(b, a)
+    assert procrustes_distance(A, B) == pytest.approx(np.linalg.norm(b @ R - a), abs=1e-10)
+    assert procrustes_distance(A, A * 3 + 1) < 1e-10
 
 
 def test_procrustes_never_beaten_by_random_rotations():

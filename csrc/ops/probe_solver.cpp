@@ -14,8 +14,10 @@
 // Method: L-BFGS whose initial inverse Hessian is (a * S + lambda I)^-1, S = eigvecs
 // diag(eigvals) eigvecs^T the covariance of u and a the current mean curvature of the loss (a
 // Boehning-type bound made tighter with the probabilities at hand), scaled each step by the usual
-// s'y / y'Hy. Each iteration costs one pass X @ [direction] and one X^T @ G; the line search is
-// a 1-D Newton on the cached logits of the direction, costing no product with X.
+// s'y / y'Hy. The recursion runs in the eigenbasis of S, where that preconditioner is diagonal:
+// each iteration costs one pass X @ [direction], one X^T @ G and two products with eigvecs (the
+// direction out of the eigenbasis, the gradient into it); the line search is a 1-D Newton on the
+// cached logits of the direction, costing no product with X.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
@@ -41,7 +43,7 @@ struct Pair {  // a (coefficients, intercept) pair: (D, m, K) and (m, K)
   at::Tensor W, b;
 };
 
-struct History {  // one L-BFGS pair
+struct History {  // one L-BFGS pair, in the eigenbasis of S (Problem::to_eig)
   Pair s, y;
   at::Tensor rho;  // (m,) compute dtype, 1 / s'y; 0 disables the pair for that C
 };
@@ -130,6 +132,14 @@ void all_reduce(const at::Tensor& t, const std::string& group, const char* op) {
 // L-BFGS, whose step is accepted at t = 1 most of the time; a near-exact search costs more
 // iterations (docs/probe-solver.md, "The loose line search").
 constexpr double kCurvatureC2 = 0.9;
+// ... and only where phi does not climb: phi(t) <= phi(0) + c1 t phi'(0) + kLossNoise eps |loss(0)|
+// (eps of the compute dtype). For a quadratic phi the curvature condition implies the decrease;
+// the test binds only where the loss is flat to round-off, where a step chosen on noisy
+// derivatives can climb far (seen with class weights 1e7 apart). The slack keeps the steps at
+// round-off level that still reduce the gradient. A C whose search finds no such step takes none
+// and is marked stalled.
+constexpr double kArmijoC1 = 1e-4;
+constexpr double kLossNoise = 64.0;
 constexpr int kLineSearchSteps = 20;
 // The logits are updated incrementally (Z += t Zd) and recomputed from X this often, bounding
 // their drift.
@@ -177,8 +187,19 @@ struct Problem {
   Pair backward(const at::Tensor& G) const;
   // The objective's gradient at p from G: the data term over sum w, plus the penalty's.
   Pair full_grad(const at::Tensor& G, const Pair& p) const;
-  // (a S + lambda)^-1 in the eigenbasis of S for the coefficients, 1 / a for the intercept.
-  Pair precondition(const Pair& g, const at::Tensor& a) const;
+  // A pair into the eigenbasis of S (coefficients Q^T W; the intercept as it is) and back out.
+  // Inner products are the same in either basis.
+  Pair to_eig(const Pair& p) const {
+    return Pair{at::matmul(Q.t(), p.W.reshape({d, m * k})).view({d, m, k}), p.b};
+  }
+  Pair from_eig(const Pair& p) const {
+    return Pair{at::matmul(Q, p.W.reshape({d, m * k})).view({d, m, k}), p.b};
+  }
+  // The preconditioner on a pair in the eigenbasis: (a S + lambda)^-1 is diagonal there, 1 / a
+  // for the intercept.
+  Pair precondition(const Pair& g, const at::Tensor& a) const {
+    return Pair{g.W / (a.view({1, m, 1}) * s + lam_t), g.b / a.view({m, 1})};
+  }
   // The mean curvature a of the preconditioner, from the fused pass's statistics.
   at::Tensor curvature(const at::Tensor& stats) const {
     return (stats.select(1, 1) / wsum).clamp_min(1e-12).to(dev, dt);
@@ -186,7 +207,7 @@ struct Problem {
   // Newton-decrement estimate g' M g / 2 (M the preconditioner, about the inverse Hessian): the
   // objective gap. The max-abs gradient alone is not enough on a path: at weak regularisation
   // the warm start's gradient (lambda_new - lambda_old) W is tiny while the optimum is far along
-  // directions the data barely curves; g' M g sees that distance.
+  // directions the data barely curves; g' M g sees that distance. g in the eigenbasis.
   at::Tensor gap(const Pair& g, const at::Tensor& a) const {
     return (0.5 * dot(g, precondition(g, a))).to(at::kCPU, at::kDouble);
   }
@@ -321,12 +342,6 @@ Pair Problem::full_grad(const at::Tensor& G, const Pair& p) const {
   return g;
 }
 
-Pair Problem::precondition(const Pair& g, const at::Tensor& a) const {
-  auto r = at::matmul(Q.t(), g.W.reshape({d, m * k})).view({d, m, k});
-  r = r / (a.view({1, m, 1}) * s + lam_t);
-  return Pair{at::matmul(Q, r.reshape({d, m * k})).view({d, m, k}), g.b / a.view({m, 1})};
-}
-
 using SolveResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                                at::Tensor, at::Tensor, at::Tensor>;
 
@@ -341,10 +356,11 @@ class Solver {
     Z_ = pb.forward(x_);
     std::tie(G_, stats_) = loss_grad();
     g_ = pb.full_grad(G_.view({pb.n, pb.m * pb.k}), x_);
+    ge_ = pb.to_eig(g_);
   }
 
   // Starts from the pairs of the previous C of a path, packed (h, D + 1, K) (the intercept is
-  // row D), their y taken at history_lambda. The penalty's curvature is lambda I, so moving a
+  // row D) in the eigenbasis of S, their y taken at history_lambda. The penalty's curvature is lambda I, so moving a
   // pair to this C's lambda is exact: y += (lambda - history_lambda) s. The first step is then a
   // quasi-Newton predictor along the path instead of a preconditioned gradient step.
   void carry_history(const std::optional<at::Tensor>& history_s,
@@ -367,28 +383,31 @@ class Solver {
   void measure() {
     gn_ = grad_norm();
     a_ = pb_.curvature(stats_);
-    gap_ = pb_.gap(g_, a_);
+    gap_ = pb_.gap(ge_, a_);
   }
   // -H g by the two-loop recursion, the preconditioner (scaled by s'y / y'My) as the initial
-  // inverse Hessian.
+  // inverse Hessian; in the eigenbasis, where the preconditioner is diagonal.
   Pair two_loop() const;
-  // The step's direction, masked to the active C, and g'dir on the host. A direction that lost
-  // descent for an active C (round-off in the history) restarts from the preconditioned
-  // gradient, with the history cleared.
+  // The step's direction, masked to the active C, in the eigenbasis, and g'dir on the host. A
+  // direction that lost descent for an active C (round-off in the history) restarts from the
+  // preconditioned gradient, with the history cleared.
   std::pair<Pair, at::Tensor> direction(const std::vector<char>& active);
   // Step lengths (m,) float64 on the host: a safeguarded Newton on phi(t) = f(x + t dir), convex
-  // in t, stopped at the curvature condition kCurvatureC2, on the cached logits Zd of dir.
-  // Marks as stalled an active C without a descent direction (its gradient at round-off level).
+  // in t, stopped at the curvature condition kCurvatureC2 with a decrease (kArmijoC1), on the
+  // cached logits Zd of dir. Marks as stalled an active C without a descent direction or without
+  // a measurable decrease along it (its gradient at round-off level); it gets step 0.
   at::Tensor line_search(const Pair& dir, const at::Tensor& Zd, const at::Tensor& gd,
                          const std::vector<char>& active);
-  // x += t dir; logits, gradient and the new pair.
-  void take_step(const Pair& dir, const at::Tensor& Zd, const at::Tensor& step, int64_t it);
+  // x += t dir (dir_eig: the same direction in the eigenbasis); logits, gradient and the new
+  // pair.
+  void take_step(const Pair& dir, const Pair& dir_eig, const at::Tensor& Zd,
+                 const at::Tensor& step, int64_t it);
   // The op's outputs: (coef, intercept, n_iter, grad_norm, gap, loss, history_s, history_y).
   SolveResult result() const;
 
   const Problem& pb_;
   int64_t history_;
-  Pair x_, g_;                   // the iterate and its gradient
+  Pair x_, g_, ge_;              // the iterate, its gradient, the gradient in the eigenbasis
   at::Tensor Z_, G_, stats_;     // its logits (N, m*K), logit gradients, loss statistics
   at::Tensor gn_, a_, gap_;      // max-abs gradient (host), curvature, objective gap (host)
   std::deque<History> hist_;     // L-BFGS pairs, oldest first
@@ -427,7 +446,7 @@ std::vector<char> Solver::active_set(double tol) const {
 
 Pair Solver::two_loop() const {
   const int64_t m = pb_.m;
-  Pair q{-g_.W, -g_.b};
+  Pair q{-ge_.W, -ge_.b};
   std::vector<at::Tensor> alphas;
   for (auto h = hist_.rbegin(); h != hist_.rend(); ++h) {
     auto al = h->rho * dot(h->s, q);
@@ -463,13 +482,13 @@ std::pair<Pair, at::Tensor> Solver::direction(const std::vector<char>& active) {
     return Pair{p.W * mask.view({1, m, 1}), p.b * mask.view({m, 1})};
   };
   Pair dir = masked(two_loop());
-  auto gd = dot(g_, dir).to(at::kCPU, at::kDouble);
+  auto gd = dot(ge_, dir).to(at::kCPU, at::kDouble);
   bool lost = false;
   for (int64_t c = 0; c < m; ++c) lost = lost || (active[c] && !(gd.data_ptr<double>()[c] < 0));
   if (lost) {
     hist_.clear();
-    dir = masked(pb_.precondition(Pair{-g_.W, -g_.b}, a_));
-    gd = dot(g_, dir).to(at::kCPU, at::kDouble);
+    dir = masked(pb_.precondition(Pair{-ge_.W, -ge_.b}, a_));
+    gd = dot(ge_, dir).to(at::kCPU, at::kDouble);
   }
   return {dir, gd};
 }
@@ -482,6 +501,9 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
   // only, never the intercept.
   const auto wd = (x_.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
   const auto dd = (dir.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
+  const auto loss0 = stats_.select(1, 0).to(at::kCPU, at::kDouble).contiguous();  // at t = 0
+  const double eps = pb_.dt == at::kFloat ? std::numeric_limits<float>::epsilon()
+                                          : std::numeric_limits<double>::epsilon();
   auto step = at::zeros({m}, at::dtype(at::kDouble));
   double* t = step.data_ptr<double>();
   std::vector<double> lo(m, 0.0), hi(m, std::numeric_limits<double>::infinity());
@@ -507,28 +529,43 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
       const double d1 = sp[c * kLineStats + 1] / pb_.wsum +
                         lam * (wd.data_ptr<double>()[c] + t[c] * dd.data_ptr<double>()[c]);
       const double d2 = sp[c * kLineStats + 2] / pb_.wsum + lam * dd.data_ptr<double>()[c];
-      if (std::abs(d1) <= kCurvatureC2 * std::abs(gdp[c]) || ls == kLineSearchSteps - 1) {
+      const double dphi = (sp[c * kLineStats] - loss0.data_ptr<double>()[c]) / pb_.wsum +
+                          lam * t[c] * (wd.data_ptr<double>()[c] + 0.5 * t[c] * dd.data_ptr<double>()[c]);
+      const double slack = kLossNoise * eps * std::abs(loss0.data_ptr<double>()[c]) / pb_.wsum;
+      const bool decrease = dphi <= kArmijoC1 * t[c] * gdp[c] + slack;
+      const auto finish = [&] {
         done[c] = 1;
+        if (!decrease) {
+          t[c] = 0.0;
+          stalled_[c] = 1;
+        }
+      };
+      if ((decrease && std::abs(d1) <= kCurvatureC2 * std::abs(gdp[c])) ||
+          ls == kLineSearchSteps - 1) {
+        finish();
         continue;
       }
-      if (d1 > 0) hi[c] = t[c]; else lo[c] = t[c];
+      if (d1 > 0 || !decrease) hi[c] = t[c]; else lo[c] = t[c];
       double tn = d2 > 0 ? t[c] - d1 / d2 : std::numeric_limits<double>::quiet_NaN();
       if (!(tn > lo[c] && tn < hi[c]))
         tn = std::isfinite(hi[c]) ? 0.5 * (lo[c] + hi[c]) : 4.0 * t[c];
-      if (std::abs(tn - t[c]) <= 1e-10 * t[c]) done[c] = 1;
+      if (std::abs(tn - t[c]) <= 1e-10 * t[c]) {
+        finish();
+        continue;
+      }
       t[c] = tn;
     }
   }
   return step;
 }
 
-void Solver::take_step(const Pair& dir, const at::Tensor& Zd, const at::Tensor& step,
-                       int64_t it) {
+void Solver::take_step(const Pair& dir, const Pair& dir_eig, const at::Tensor& Zd,
+                       const at::Tensor& step, int64_t it) {
   const int64_t n = pb_.n, m = pb_.m, k = pb_.k;
   const auto tt = step.to(pb_.dev, pb_.dt);
-  Pair sstep{dir.W * tt.view({1, m, 1}), dir.b * tt.view({m, 1})};
-  x_.W.add_(sstep.W);
-  x_.b.add_(sstep.b);
+  x_.W.add_(dir.W * tt.view({1, m, 1}));
+  x_.b.add_(dir.b * tt.view({m, 1}));
+  Pair sstep{dir_eig.W * tt.view({1, m, 1}), dir_eig.b * tt.view({m, 1})};
   if ((it + 1) % kRefreshLogits == 0) {
     Z_ = pb_.forward(x_);
   } else if (m == 1) {
@@ -537,11 +574,12 @@ void Solver::take_step(const Pair& dir, const at::Tensor& Zd, const at::Tensor& 
     Z_.view({n, m, k}).addcmul_(Zd.view({n, m, k}), tt.view({1, m, 1}));
   }
   std::tie(G_, stats_) = loss_grad();
-  Pair ng = pb_.full_grad(G_.view({n, m * k}), x_);
-  Pair yv{ng.W - g_.W, ng.b - g_.b};
+  g_ = pb_.full_grad(G_.view({n, m * k}), x_);
+  Pair nge = pb_.to_eig(g_);
+  Pair yv{nge.W - ge_.W, nge.b - ge_.b};
   hist_.push_back(History{sstep, yv, inverse_curvature(dot(sstep, yv))});
   if (static_cast<int64_t>(hist_.size()) > history_) hist_.pop_front();
-  g_ = ng;
+  ge_ = nge;
   measure();
 }
 
@@ -550,10 +588,11 @@ SolveResult Solver::run(double tol, int64_t max_iter) {
   for (int64_t it = 0; it < max_iter; ++it) {
     const std::vector<char> active = active_set(tol);
     if (std::none_of(active.begin(), active.end(), [](char v) { return v != 0; })) break;
-    const auto [dir, gd] = direction(active);
+    const auto [dir_eig, gd] = direction(active);
+    const Pair dir = pb_.from_eig(dir_eig);
     const auto Zd = pb_.forward(dir);
     const auto step = line_search(dir, Zd, gd, active);
-    take_step(dir, Zd, step, it);
+    take_step(dir, dir_eig, Zd, step, it);
     for (int64_t c = 0; c < pb_.m; ++c) iters_[c] += active[c];
   }
   return result();
@@ -564,7 +603,7 @@ SolveResult Solver::result() const {
   auto n_iter = at::empty({m}, at::dtype(at::kLong));
   for (int64_t c = 0; c < m; ++c) n_iter[c] = iters_[c];
   auto loss = (stats_.select(1, 0) / pb_.wsum).to(at::kCPU, at::kDouble);
-  // The last column's pairs, packed for the next C of the path.
+  // The last column's pairs, packed for the next C of the path (in the eigenbasis).
   const int64_t h = static_cast<int64_t>(hist_.size());
   auto out_s = at::empty({h, d + 1, k}, pb_.opts), out_y = at::empty({h, d + 1, k}, pb_.opts);
   for (int64_t i = 0; i < h; ++i) {

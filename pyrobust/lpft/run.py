@@ -49,6 +49,7 @@ class LPFTStudy:
     runs: list[dict] = field(default_factory=list)
     ood_names: list[str] = field(default_factory=list)
     probe: object = None  # the LP probe's SweepResult (regularisation path), when LP ran
+    lp_head: object = None  # the linear head LP chose and LP-FT started from (an nn.Linear), when LP ran
 
     def row(self, method: str) -> dict:
         for r in self.rows:
@@ -185,6 +186,7 @@ def run_lpft(
     device=None,
     progress: bool = True,
     select_head: Callable[[object], int] | None = None,
+    lp_head: nn.Module | None = None,
 ) -> LPFTStudy:
     """Run LP, FT and LP-FT on the same data and return one comparison table.
 
@@ -203,6 +205,8 @@ def run_lpft(
         device, progress: as in :func:`finetune`.
         select_head: ``select_head(sweep_result) -> index`` of the C whose probe head LP and LP-FT use (default:
             the sweep's ``best_index``, the best ID val accuracy).
+        lp_head: a linear head to use as LP's (e.g. an earlier study's ``.lp_head``, to start LP-FT with another
+            fine-tuning recipe from the same head); given, no features are extracted and no probe is swept.
 
     Returns:
         :class:`LPFTStudy` (``.rows``, ``.runs``, ``.to_markdown()``).
@@ -211,6 +215,9 @@ def run_lpft(
 
     _check_study_args(methods, ood, seeds, epochs, ft_lrs, lpft_lrs, probe_kwargs, finetune_kwargs,
                       feature_change_batches, cache_dir)
+    if lp_head is not None and not isinstance(lp_head, nn.Module):
+        raise TypeError(f"lp_head must be an nn.Module (the head LP-FT starts from) or None, "
+                        f"got {type(lp_head).__name__}")
     resolve_device(device)  # a device that does not exist is refused before any work
     ood_names = list(ood)
     eval_sets = {"id_val": val, "id_test": id_test, **ood}
@@ -241,8 +248,9 @@ def run_lpft(
                    procrustes_ood=float(np.mean([c["procrustes_distance"] for c in oods])))
 
     try:
-        lp_head = sweep = None
-        if "lp" in methods or "lpft" in methods:
+        sweep = None
+        lp_extra = {"head_norm": _head_norm(lp_head)}
+        if lp_head is None and ("lp" in methods or "lpft" in methods):
             kw = dict(batch_size=train.batch_size, device=device, progress=progress)
             c_train = extract_features(pretrained, _sequential(train), os.path.join(root, "train"), **kw)
             c_val = extract_features(pretrained, _sequential(val), os.path.join(root, "val"), **kw)
@@ -252,12 +260,12 @@ def run_lpft(
             if index != sweep.best_index:
                 lp_head = head_at(sweep, index)
             lp_extra = {"C": float(sweep.Cs[index]), "head_norm": _head_norm(lp_head)}
-            if "lp" in methods:
-                m = copy.deepcopy(pretrained)
-                m.head = copy.deepcopy(lp_head)
-                run = record("lp", None, None, m, lp_extra)
-                add_change(run, None)
-                rows.append(_summarise("lp", None, [run], ood_names, lp_extra))
+        if "lp" in methods:
+            m = copy.deepcopy(pretrained)
+            m.head = copy.deepcopy(lp_head)
+            run = record("lp", None, None, m, lp_extra)
+            add_change(run, None)
+            rows.append(_summarise("lp", None, [run], ood_names, lp_extra))
 
         for method, lrs in (("ft", ft_lrs), ("lpft", lpft_lrs)):
             if method not in methods:
@@ -284,4 +292,4 @@ def run_lpft(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return LPFTStudy(rows=rows, runs=runs, ood_names=ood_names, probe=sweep)
+    return LPFTStudy(rows=rows, runs=runs, ood_names=ood_names, probe=sweep, lp_head=lp_head)

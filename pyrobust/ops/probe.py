@@ -78,7 +78,8 @@ def solve(
     the eigendecomposition of the weighted covariance of those features.
 
     ``history_s``/``history_y`` ``(h, D + 1, K)`` (the intercept in row D) are L-BFGS pairs from
-    the previous C of a path, their ``y`` taken at ``history_lambda``; the solver moves them to each
+    the previous C of a path, as this op returned them (coefficients in the eigenbasis
+    ``eigvecs^T W``), their ``y`` taken at ``history_lambda``; the solver moves them to each
     of its ``lambdas`` exactly (the penalty's curvature is ``lambda I``) and starts from them.
 
     Stops for each C once ``grad_norm <= tol`` and ``gap <= tol``.

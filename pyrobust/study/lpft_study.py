@@ -198,7 +198,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = True, log: Callable[[str], N
         t = time.perf_counter()
         log(f"LP-FT with {name} at lr {lpft_lr:g}")
         mixer = study_mixer(name, num_classes, cfg.seed)
-        mixed = run_lpft(model, methods=("lpft",), ft_lrs=(), lpft_lrs=(lpft_lr,),
+        mixed = run_lpft(model, methods=("lpft",), ft_lrs=(), lpft_lrs=(lpft_lr,), lp_head=study.lp_head,
                          finetune_kwargs={"optimizer": cfg.optimizer, "mixer": mixer}, **common)
         row = dict(mixed.row("lpft"))
         row["method"] = f"lpft+{name}"
