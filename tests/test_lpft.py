@@ -276,3 +276,23 @@ def test_run_lpft_table(tmp_path):
     assert len(study.runs) == 1 + 1 + 2
     md = study.to_markdown()
     assert md.count("\n") == 4 and "LP-FT" in md and "noisy" in md
+
+
+def test_run_lpft_given_lp_head_skips_the_sweep_and_starts_from_it(tmp_path):
+    train, val = loaders(n=48)
+    common = dict(train=train, val=val, id_test=val, ood={}, epochs=1, ft_lrs=(0.1,), lpft_lrs=(0.01,),
+                  Cs=np.logspace(-2, 1, 3), probe_kwargs={"max_iter": 100}, progress=False)
+    first = run_lpft(TinyCNN(), methods=("lpft",), cache_dir=str(tmp_path / "a"), **common)
+    assert isinstance(first.lp_head, torch.nn.Linear) and first.probe is not None
+    again = run_lpft(TinyCNN(), methods=("lp", "lpft"), cache_dir=str(tmp_path / "b"), lp_head=first.lp_head,
+                     **common)
+    assert again.probe is None and not (tmp_path / "b").exists()  # no features extracted, no sweep
+    assert again.lp_head is first.lp_head
+    # the same head and seed: LP-FT retraces the first study's run; LP scores that head
+    assert again.row("lpft")["id_val"] == first.row("lpft")["id_val"]
+    assert again.row("lpft")["head_norm"] == pytest.approx(float(first.lp_head.weight.norm()))
+    manual = copy.deepcopy(TinyCNN())
+    manual.head = copy.deepcopy(first.lp_head)
+    assert again.row("lp")["id_val"] == pytest.approx(evaluate(manual, {"v": val})["v"])
+    with pytest.raises(TypeError, match="lp_head"):
+        run_lpft(TinyCNN(), methods=("lpft",), lp_head="head", **common)
