@@ -156,6 +156,10 @@ def print_problem(r: dict) -> None:
     for i, C in enumerate(CS):
         print(f"{C:9.3g} {r['acc_ref'][i]:8.4f} {r['dacc'][i]:9.2f} {r['rel'][i]:9.1e} "
               f"{int(r['it'][i]):6d} {r['dacc_cold'][i]:13.2f} {r['rel_cold'][i]:15.1e}")
+    med = float(np.median(r["ours_s"]))
+    print(f"pyrobust {min(r['ours_s']):.2f}-{max(r['ours_s']):.2f} s ({r['ours_it']} iterations), "
+          f"scikit-learn cold {r['cold_s']:.1f} s ({r['cold_it']} iterations), warm {r['warm_s']:.1f} s: "
+          f"{r['cold_s'] / med:.1f}x cold, {r['warm_s'] / med:.1f}x warm", flush=True)
 
 
 def summary(rows: list) -> None:
