@@ -82,10 +82,9 @@ PROBLEMS = [
                             separation=2.0), timed_rows=5000),
     SuiteProblem("digits EfficientNet-Lite0 raw", _real("digits", False), quick=True),
     SuiteProblem("digits EfficientNet-Lite0 std", _real("digits", True), quick=True),
-    SuiteProblem("fashion-mnist EfficientNet-Lite0 raw 10k", _real("fashion-mnist", False, 10000),
-                 quick=True),
-    SuiteProblem("fashion-mnist EfficientNet-Lite0 std 10k", _real("fashion-mnist", True, 10000),
-                 quick=True),
+    # Full suite only: the raw features' float64 reference at tol 1e-10 ran over 30 minutes here.
+    SuiteProblem("fashion-mnist EfficientNet-Lite0 raw 10k", _real("fashion-mnist", False, 10000)),
+    SuiteProblem("fashion-mnist EfficientNet-Lite0 std 10k", _real("fashion-mnist", True, 10000)),
     SuiteProblem("fashion-mnist EfficientNet-Lite0 raw", _real("fashion-mnist", False)),
     SuiteProblem("fashion-mnist EfficientNet-Lite0 std", _real("fashion-mnist", True)),
 ]
