@@ -158,8 +158,8 @@ def procrustes_distance(A: Any, B: Any) -> float:
     # (thin QR, Q (k, n) orthonormal), bᵀa = Qb (Rb Raᵀ) Qaᵀ; with Rb Raᵀ = U S Vᵀ the optimal rotation
     # maps as Qb U Vᵀ Qaᵀ on those spaces (b vanishes off its own), so a - bQ = (Raᵀ - Rbᵀ U Vᵀ) Qaᵀ
     # and the residual is that of (n, n) matrices: an n^3 SVD in place of a k^3 one.
-    qa, ra = np.linalg.qr(a.T)
-    qb, rb = np.linalg.qr(b.T)
+    ra = np.linalg.qr(a.T, mode="r")
+    rb = np.linalg.qr(b.T, mode="r")
     u, _, vt = np.linalg.svd(rb @ ra.T)
     return float(np.linalg.norm(ra.T - rb.T @ (u @ vt)))
 

@@ -18,7 +18,8 @@
 //   False; a kernel that meets a bad target then gives NaN for its row, never reads outside it.
 //   probe_solve(...) -> (coef, intercept, n_iter, grad_norm, gap, loss, history_s, history_y):
 //     the whole solver loop (preconditioned L-BFGS with a Wolfe line search), see
-//     probe_solver.cpp; the history pairs it returns (and takes) are in the eigenbasis of eigvecs. products="convert" multiplies X converted to the compute dtype;
+//     probe_solver.cpp; the history pairs it returns (and takes) are in the eigenbasis of
+//     eigvecs. products="convert" multiplies X converted to the compute dtype;
 //     "split" multiplies float16 / bfloat16 X as stored, the float32 operand split in parts.
 //     group_name: a torch.distributed group whose ranks each pass their own rows of X, target
 //     and weight (and identical everything else); the row sums are all-reduced over it and every

@@ -360,9 +360,10 @@ class Solver {
   }
 
   // Starts from the pairs of the previous C of a path, packed (h, D + 1, K) (the intercept is
-  // row D) in the eigenbasis of S, their y taken at history_lambda. The penalty's curvature is lambda I, so moving a
-  // pair to this C's lambda is exact: y += (lambda - history_lambda) s. The first step is then a
-  // quasi-Newton predictor along the path instead of a preconditioned gradient step.
+  // row D) in the eigenbasis of S, their y taken at history_lambda. The penalty's curvature is
+  // lambda I, so moving a pair to this C's lambda is exact: y += (lambda - history_lambda) s. The
+  // first step is then a quasi-Newton predictor along the path instead of a preconditioned
+  // gradient step.
   void carry_history(const std::optional<at::Tensor>& history_s,
                      const std::optional<at::Tensor>& history_y, double history_lambda);
   SolveResult run(double tol, int64_t max_iter);
@@ -529,9 +530,11 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
       const double d1 = sp[c * kLineStats + 1] / pb_.wsum +
                         lam * (wd.data_ptr<double>()[c] + t[c] * dd.data_ptr<double>()[c]);
       const double d2 = sp[c * kLineStats + 2] / pb_.wsum + lam * dd.data_ptr<double>()[c];
-      const double dphi = (sp[c * kLineStats] - loss0.data_ptr<double>()[c]) / pb_.wsum +
-                          lam * t[c] * (wd.data_ptr<double>()[c] + 0.5 * t[c] * dd.data_ptr<double>()[c]);
-      const double slack = kLossNoise * eps * std::abs(loss0.data_ptr<double>()[c]) / pb_.wsum;
+      const double l0 = loss0.data_ptr<double>()[c];
+      const double dphi = (sp[c * kLineStats] - l0) / pb_.wsum +
+                          lam * t[c] * (wd.data_ptr<double>()[c] +
+                                        0.5 * t[c] * dd.data_ptr<double>()[c]);
+      const double slack = kLossNoise * eps * std::abs(l0) / pb_.wsum;
       const bool decrease = dphi <= kArmijoC1 * t[c] * gdp[c] + slack;
       const auto finish = [&] {
         done[c] = 1;
