@@ -81,6 +81,23 @@ def test_uint8_rows_round_to_nearest(channels_last, use_fill, mode, invert):
         assert torch.equal(out[2], x[2])  # its own partner: copied
 
 
+@pytest.mark.parametrize("lam", [-3.0, 5.0, 1e12, -1e12, -1e30])
+def test_uint8_rows_saturate_a_lambda_outside_0_1(lam):
+    # MixUp with a user's lam beyond [0, 1] (the constant mode takes it): lam a + (1 - lam) b
+    # saturated to [0, 255] on rows of 71 values (the 32-wide loop and the tail), including blends
+    # far beyond int32's range, whose float -> int conversion the clamp guards.
+    n, c, h, w = 4, 3, 5, 71
+    x = random_images(n, c, h, w, torch.uint8, seed=13)
+    partner = torch.tensor([1, 2, 3, 0])
+    params = torch.zeros(n, 6)
+    params[:, 0] = lam
+    out = mix_ops.mix(x, partner, params, "constant")
+    a, b = x.double(), x[partner].double()
+    expected = (b + lam * (a - b)).clamp(0, 255)  # whole numbers: no rounding to argue about
+    assert torch.equal(out, expected.to(torch.uint8))
+    assert ((expected == 0) | (expected == 255)).any() and (expected == a).any()
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("fill", [None, 77.0])
 def test_large_uint8_batch_rounds_to_nearest(channels_last, fill):
@@ -149,6 +166,39 @@ def test_non_contiguous_input_is_handled():
     partner, params = torch.tensor([2, 3, 0, 1]), random_params(4, 5, 11, "gaussian")
     out = mix_ops.mix(x, partner, params, "gaussian")
     check_close(out, reference.mix(x, partner, params, "gaussian"), torch.float32)
+
+
+def _layouts():
+    """4-D tensors of many stride patterns: permuted, sliced, expanded, with 1- and 0-sized dims."""
+    base = torch.zeros(2, 3, 4, 5)
+    for perm in ((0, 1, 2, 3), (0, 2, 3, 1), (0, 3, 1, 2), (1, 0, 2, 3), (3, 2, 1, 0), (0, 1, 3, 2)):
+        x = base.permute(*perm).contiguous().permute(*[perm.index(d) for d in range(4)])
+        yield x
+        yield x[:, :, ::2]
+        yield x[:, 1:, :, 1:]
+        yield x[:1]
+        yield x[:, :1]
+        yield x[:, :, :1, :1]
+        yield x[:0]
+    yield torch.zeros(3, 4, 5).expand(6, 3, 4, 5)  # a sample broadcast over the batch (the collate's case)
+    yield torch.zeros(4, 5, 3).permute(2, 0, 1).expand(6, 3, 4, 5)  # a channels-last sample broadcast
+    yield torch.zeros(2, 1, 4, 5).expand(2, 3, 4, 5)  # a broadcast channel
+    yield torch.zeros(4, 1, 1, 1)
+    yield torch.zeros(4, 1, 1, 6)[..., :1]
+    yield torch.zeros(1, 3, 1, 5).transpose(1, 3)
+
+
+def test_suggest_memory_format_is_atens():
+    # pyrobust's own (no symbolic-shape import) against torch's Python mirror of ATen's and against
+    # what the functional op gives a non-dense input (ATen's suggest_memory_format).
+    for x in _layouts():
+        ours = mix_ops.suggest_memory_format(x)
+        assert ours == torch._prims_common.suggest_memory_format(x), (x.shape, x.stride())
+        if x.numel() and x.shape[1] == 3:
+            n, _, h, w = x.shape
+            out = mix_ops.mix(x, torch.arange(n), random_params(n, h, w, "gaussian"), "gaussian")
+            assert out.is_contiguous(memory_format=ours), (x.shape, x.stride(), out.stride())
+    assert mix_ops.suggest_memory_format(torch.zeros(3, 4, 5)) == torch.contiguous_format
 
 
 def test_out_buffer_is_reused_and_aliasing_refused():

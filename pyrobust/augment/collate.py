@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import torch
-import torch._prims_common
 from torch.utils.data import default_collate, get_worker_info
 
 from pyrobust.augment.mixers import BatchMixer
@@ -118,7 +117,7 @@ def _shared_output(images: Any) -> Optional[torch.Tensor]:
         return None  # the mixer reports what is wrong with it
     # The op's own choice (ATen's suggest_memory_format): channels-last strides, dense or not,
     # give a channels-last output.
-    fmt = torch._prims_common.suggest_memory_format(images)
+    fmt = mix_ops.suggest_memory_format(images)
     stride = torch.empty(images.shape, dtype=images.dtype, device="meta", memory_format=fmt).stride()
     storage = images._typed_storage()._new_shared(images.numel(), device=images.device)
     return images.new_empty(0).set_(storage, 0, images.shape, stride)

@@ -27,7 +27,8 @@ import threading
 from typing import Optional
 
 import torch
-import torch._prims_common
+
+from pyrobust.ops.mix import suggest_memory_format
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
@@ -74,7 +75,7 @@ class OutputPool:
 
     def take(self, images: torch.Tensor) -> torch.Tensor:
         fmt = (torch.contiguous_format if images.is_contiguous()
-               else torch._prims_common.suggest_memory_format(images))
+               else suggest_memory_format(images))
         if not self.accepts(images):
             return torch.empty(images.shape, dtype=images.dtype, device=images.device, memory_format=fmt)
         # A buffer made in inference mode cannot be written outside it: one pool for each.

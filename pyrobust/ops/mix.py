@@ -268,6 +268,30 @@ def mix_batch(
     return _ops.mix_batch.out(*inputs, out=out)
 
 
+def suggest_memory_format(images: torch.Tensor) -> torch.memory_format:
+    """The memory format the mixing ops give a result for ``images``: ATen's
+    ``Tensor.suggest_memory_format()``, ``torch.channels_last`` where a 4-D strided tensor's
+    strides order its dims N, H, W, C (dense or not), else ``torch.contiguous_format``.
+
+    For concrete strides only. ``torch._prims_common.suggest_memory_format`` gives the same answer
+    but loads the symbolic-shape machinery on its first call, about 0.4 s in every process, which
+    each DataLoader worker would pay once per epoch.
+    """
+    if images.layout != torch.strided or images.dim() != 4:
+        return torch.contiguous_format
+    sizes, strides = images.shape, images.stride()
+    if strides[1] == 0:  # a broadcast channel: ambiguous, NCHW as ATen decides
+        return torch.contiguous_format
+    low = 0
+    for d in (1, 3, 2, 0):  # from the fastest-varying dim of NHWC outwards
+        if sizes[d] == 0 or strides[d] < low:
+            return torch.contiguous_format
+        if d == 0 and low == strides[1]:  # N111 and sliced N11W: NCHW, as ATen decides
+            return torch.contiguous_format
+        low = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return torch.channels_last
+
+
 @torch.library.register_fake("pyrobust::mix_draw")
 def _mix_draw_fake(n, height, width, family, args, p, per_sample, pairing, mix_labels, generator=None):
     _checks.check_value(n >= 0 and height >= 0 and width >= 0,

@@ -97,9 +97,11 @@ __attribute__((target("avx2,fma"), always_inline)) inline void blend_u8_avx2(
       const __m256 vb = b != nullptr ? widen(b + k + 8 * u) : vfill;
       const __m256 r = _mm256_fmadd_ps(g, _mm256_sub_ps(widen(a + k + 8 * u), vb),
                                        _mm256_add_ps(vb, vhalf));
-      // Saturated as the tail and the other backends do (a float beyond int32's range would
-      // convert to INT_MIN, and pack to 0), then truncated: r >= 0.5 rounds the blend half up.
-      q[u] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, vhalf), vhigh));
+      // Truncated: r >= 0.5 rounds the blend half up. Saturated as the tail and the other
+      // backends do, the bottom by the packs below (a negative r truncates to <= 0, packed to
+      // 0), the top by a clamp, as r >= 2^31 would convert to INT_MIN. min_ps returns its second
+      // operand for a NaN: r, which converts to INT_MIN and packs to 0.
+      q[u] = _mm256_cvttps_epi32(_mm256_min_ps(vhigh, r));
     }
     // packus works within 128-bit lanes: the bytes come out as dwords 0 4 1 5 2 6 3 7.
     const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
