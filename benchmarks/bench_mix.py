@@ -9,7 +9,10 @@ the previous output first, and ``xm, t = mixer(x, y)``, which still holds it), a
 every call, and the in-place timm drop-in beside timm per mode, with the two-pass bound an
 in-place mix cannot beat (one read and one write of the batch: ``copy_``).
 
-    python benchmarks/bench_mix.py [--batch 64] [--size 224] [--device cpu|cuda] [--min-time 1.0]
+Rows are timed interleaved, in turn over ``--rounds`` rounds, and each reports its median: the
+ratios between rows are what travels from a shared machine.
+
+    python benchmarks/bench_mix.py [--batch 64] [--size 224] [--device cpu|cuda] [--min-time 1.0] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ def measure(fn, min_time: float, device: str) -> float:
     fn()
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_time).median
+
+
+def interleaved(rows: list, rounds: int, min_time: float, device: str) -> list:
+    """``(name, dtype, seconds per call)`` for each ``(name, dtype, fn)``: every row timed in turn,
+    ``min_time / rounds`` seconds a round, and the median over the rounds. The machine's speed
+    drifts over minutes; interleaving gives every row the same drift, so ratios between rows
+    hold where absolute figures do not."""
+    per_round = max(min_time / rounds, 0.05)
+    seconds = [[] for _ in rows]
+    for _ in range(rounds):
+        for k, (_, _, fn) in enumerate(rows):
+            seconds[k].append(measure(fn, per_round, device))
+    return [(name, dtype, sorted(t)[len(t) // 2]) for (name, dtype, _), t in zip(rows, seconds)]
 
 
 def plain_smoothmix_circle(x: torch.Tensor, y: torch.Tensor, num_classes: int):
@@ -80,27 +96,29 @@ def incumbents(x, y, k):
     return rows
 
 
-def default_call_loops(mixer, x, y) -> dict:
-    """The two common loops over a loader, as callables of one iteration each."""
+def default_call_loops(make_mixer, x, y) -> dict:
+    """The two common loops over a loader, as callables of one iteration each, each loop with its
+    own mixer (a result one loop still holds would otherwise keep the other's pooled buffer)."""
     held = {"x": None, "xm": None}
+    releasing_mixer, holding_mixer = make_mixer(), make_mixer()
 
     def releasing():  # for x, y in loader: x, t = mixer(x, y)
         held["x"] = x
-        held["x"], _ = mixer(held["x"], y)
+        held["x"], _ = releasing_mixer(held["x"], y)
 
     def holding():  # for x, y in loader: xm, t = mixer(x, y)
-        held["xm"], _ = mixer(x, y)
+        held["xm"], _ = holding_mixer(x, y)
 
     return {"x, t = mixer(x, y)": releasing, "xm, t = mixer(x, y)": holding}
 
 
-def timm_rows(x32, y, k, min_time, dev) -> list:
-    """timm's Mixup per mode beside pyrobust.augment.timm.Mixup, both mixing one batch in place
-    (no clone inside the timing: repeated mixing keeps the values in range), and the bound."""
+def timm_rows(x32, y, k) -> list:
+    """``(name, dtype, fn)``: timm's Mixup per mode beside pyrobust.augment.timm.Mixup, both
+    mixing one batch in place (no clone inside the timing: repeated mixing keeps the values in
+    range), and the bound."""
     rows = []
     work = x32.clone()
-    rows.append(("two-pass bound: read + write the batch (copy_)", "float32",
-                 measure(lambda: work.copy_(x32), min_time, dev)))
+    rows.append(("two-pass bound: read + write the batch (copy_)", "float32", lambda: work.copy_(x32)))
     try:
         from timm.data import Mixup as TimmMixup
     except ImportError:
@@ -113,11 +131,9 @@ def timm_rows(x32, y, k, min_time, dev) -> list:
             kw = dict(kw, mode=mode, num_classes=k, label_smoothing=0.1)
             if TimmMixup is not None and "cutmix_mask" not in kw:
                 timm_mixer = TimmMixup(**kw)
-                rows.append((f"timm Mixup {kind} ({mode}, in place)", "float32",
-                             measure(lambda m=timm_mixer: m(work, y), min_time, dev)))
+                rows.append((f"timm Mixup {kind} ({mode}, in place)", "float32", lambda m=timm_mixer: m(work, y)))
             ours = timm_dropin.Mixup(**kw)
-            rows.append((f"pyrobust.augment.timm.Mixup {kind} ({mode}, in place)", "float32",
-                         measure(lambda m=ours: m(work, y), min_time, dev)))
+            rows.append((f"pyrobust.augment.timm.Mixup {kind} ({mode}, in place)", "float32", lambda m=ours: m(work, y)))
     return rows
 
 
@@ -127,7 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per row")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per row, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of interleaved timing (median per row)")
     parser.add_argument("--quick", action="store_true", help="pyrobust rows and the ceiling only")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -140,12 +157,12 @@ def main(argv=None) -> int:
     x8 = (x32 * 255).to(torch.uint8)
     y = torch.randint(0, k, (n,), device=dev)
 
-    rows = []  # (name, dtype, seconds per call)
+    rows = []  # (name, dtype, fn): timed interleaved below
     other, out32, out8 = torch.rand(shape, device=dev), torch.empty_like(x32), torch.empty_like(x8)
-    rows.append(("ceiling: torch.lerp(a, b, w, out=)", "float32", measure(lambda: torch.lerp(x32, other, 0.5, out=out32), args.min_time, dev)))
+    rows.append(("ceiling: torch.lerp(a, b, w, out=)", "float32", lambda: torch.lerp(x32, other, 0.5, out=out32)))
     other8 = (other * 255).to(torch.uint8)
     # uint8 has no lerp: a copy of two inputs' worth of bytes bounds it the same way.
-    rows.append(("ceiling: uint8 read 2 / write 1 (add, out=)", "uint8", measure(lambda: torch.add(x8, other8, out=out8), args.min_time, dev)))
+    rows.append(("ceiling: uint8 read 2 / write 1 (add, out=)", "uint8", lambda: torch.add(x8, other8, out=out8)))
 
     # pyrobust's mixers take the labels as a DataLoader yields them, on the CPU: their targets
     # are still made on the images' device, and host labels are checked without a sync. One row
@@ -154,44 +171,44 @@ def main(argv=None) -> int:
     y_host = y.cpu()
     gen = torch.Generator().manual_seed(0)
     mixers = [
-        ("pyrobust SmoothMix circle", SmoothMix(k, "circle", generator=gen)),
-        ("pyrobust SmoothMix square", SmoothMix(k, "square", generator=gen)),
-        ("pyrobust CutMix", CutMix(k, generator=gen)),
-        ("pyrobust MixUp", MixUp(k, generator=gen)),
-        ("pyrobust Cutout", Cutout(k, generator=gen)),
+        ("pyrobust SmoothMix circle", lambda ps: SmoothMix(k, "circle", per_sample=ps, generator=gen)),
+        ("pyrobust SmoothMix square", lambda ps: SmoothMix(k, "square", per_sample=ps, generator=gen)),
+        ("pyrobust CutMix", lambda ps: CutMix(k, per_sample=ps, generator=gen)),
+        ("pyrobust MixUp", lambda ps: MixUp(k, per_sample=ps, generator=gen)),
+        ("pyrobust Cutout", lambda ps: Cutout(k, per_sample=ps, generator=gen)),
     ]
-    for name, mixer in mixers:
+    for name, make in mixers:
         for per_sample in (True, False):
-            mixer.per_sample = per_sample
             tag = "sample" if per_sample else "batch"
             for dtype, x, out in (("float32", x32, out32), ("uint8", x8, out8)):
                 if not per_sample and dtype == "uint8" and "circle" not in name:
                     continue  # keep the table short: per-batch uint8 only for the headline mixer
-                t = measure(lambda m=mixer, xx=x, o=out: m(xx, y_host, out=o), args.min_time, dev)
-                rows.append((f"{name} ({tag}, out=)", dtype, t))
-        mixer.per_sample = True
-    circle = mixers[0][1]
+                rows.append((f"{name} ({tag}, out=)", dtype,
+                             lambda m=make(per_sample), xx=x, o=out: m(xx, y_host, out=o)))
+    circle = SmoothMix(k, "circle", generator=gen)
     fresh = SmoothMix(k, "circle", generator=gen, reuse_outputs=False)
-    rows.append(("pyrobust SmoothMix circle (sample, fresh output)", "float32", measure(lambda: fresh(x32, y_host), args.min_time, dev)))
+    rows.append(("pyrobust SmoothMix circle (sample, fresh output)", "float32", lambda: fresh(x32, y_host)))
     for dtype, x in (("float32", x32), ("uint8", x8)):
-        for loop, fn in default_call_loops(SmoothMix(k, "circle", generator=gen), x, y_host).items():
-            rows.append((f"pyrobust SmoothMix circle (sample, default call, {loop})", dtype, measure(fn, args.min_time, dev)))
+        for loop, fn in default_call_loops(lambda: SmoothMix(k, "circle", generator=gen), x, y_host).items():
+            rows.append((f"pyrobust SmoothMix circle (sample, default call, {loop})", dtype, fn))
     if dev != "cpu":
         rows.append(("pyrobust SmoothMix circle (sample, out=, labels on device)", "float32",
-                     measure(lambda: circle(x32, y, out=out32), args.min_time, dev)))
+                     lambda: circle(x32, y, out=out32)))
     # The blend op alone, parameters drawn once: on a GPU a batch of 64 moves its bytes in tens
     # of microseconds, so the mixer's per-call host work shows beside it. partner and params on
     # the host, as the mixers pass them (a partner on the device costs a sync for its check).
     partner, params, _ = circle.sample(n, args.size, args.size)
-    rows.append(("pyrobust mix op alone (circle, sample, out=)", "float32", measure(lambda: mix_ops.mix(x32, partner, params, circle.profile, out=out32), args.min_time, dev)))
+    rows.append(("pyrobust mix op alone (circle, sample, out=)", "float32",
+                 lambda: mix_ops.mix(x32, partner, params, circle.profile, out=out32)))
+    if not args.quick:
+        for name, fn in incumbents(x32, y, k):
+            rows.append((name, "float32", fn))
+        rows += timm_rows(x32, y, k)
+    rows = interleaved(rows, args.rounds, args.min_time, dev)
     tiny = torch.rand(n, 3, 2, 2, device=dev)
     host_us = measure(lambda: circle(tiny, y_host), args.min_time, dev) * 1e6
     targets_us = measure(lambda: mix_ops.mix_targets(x32, y_host, partner, params, circle.profile, False, k),
                          args.min_time, dev) * 1e6
-    if not args.quick:
-        for name, fn in incumbents(x32, y, k):
-            rows.append((name, "float32", measure(fn, args.min_time, dev)))
-        rows += timm_rows(x32, y, k, args.min_time, dev)
 
     ceiling = {"float32": n / rows[0][2], "uint8": n / rows[1][2]}
     print(f"\nbatch {n}x3x{args.size}x{args.size}, {k} classes, device {dev}, torch threads {torch.get_num_threads()}")

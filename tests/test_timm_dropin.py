@@ -95,9 +95,10 @@ def test_mixup_follows_timms_definitions(mode, name, smoothing):
 
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
 @pytest.mark.parametrize("pairs_at_a_time", [1, 3, None])
-def test_mixup_equals_timm_with_the_same_numpy_seed(mode, pairs_at_a_time, monkeypatch):
+@pytest.mark.parametrize("size", [(12, 16), (16, 16)])  # square images draw their boxes at once
+def test_mixup_equals_timm_with_the_same_numpy_seed(mode, pairs_at_a_time, size, monkeypatch):
     timm_mixup = pytest.importorskip("timm.data.mixup")
-    x = random_images(8, 3, 12, 16, torch.float32, seed=2)
+    x = random_images(8, 3, *size, torch.float32, seed=2)
     labels = torch.tensor([1, 4, 1, 5, 9, 2, 6, 5])
     if pairs_at_a_time:  # in place a few pairs at a time, as on large images
         monkeypatch.setattr(dropin, "CHUNK_BYTES", 2 * pairs_at_a_time * x[0].nbytes)
@@ -105,10 +106,23 @@ def test_mixup_equals_timm_with_the_same_numpy_seed(mode, pairs_at_a_time, monke
         kw = dict(cfg, mode=mode, num_classes=K, label_smoothing=0.1)
         np.random.seed(seed)
         expected = timm_mixup.Mixup(**kw)(x.clone(), labels)
+        after_timm = np.random.rand()
         np.random.seed(seed)
         got = Mixup(**kw)(x.clone(), labels)
+        assert np.random.rand() == after_timm  # the same number of draws
         for a, b in zip(got, expected):
             torch.testing.assert_close(a, b, rtol=0, atol=2e-7, msg=f"{name} seed {seed}")
+
+
+def test_square_boxes_drawn_at_once_equal_one_by_one():
+    # rand_bboxes_square against rand_bbox called in turn, over lam down to 0 (a whole-image box)
+    # and up to 1 - 1e-7 (an empty one), on the same numpy stream.
+    lam = np.concatenate([np.random.default_rng(0).random(500), [0.0, 1 - 1e-7, 0.5]]).astype(np.float32)
+    for side in (1, 7, 224):
+        np.random.seed(side)
+        expected = [dropin.rand_bbox((side, side), value) for value in lam]
+        np.random.seed(side)
+        assert dropin.rand_bboxes_square(side, lam).tolist() == [list(box) for box in expected]
 
 
 def _laid_out(x, layout):
@@ -147,9 +161,10 @@ def test_mixup_in_place_on_any_layout_equals_timm(mode, layout, n):
 
 
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
-def test_fast_collate_mixup_equals_timm_on_uint8(mode):
+@pytest.mark.parametrize("size", [(12, 16), (16, 16)])
+def test_fast_collate_mixup_equals_timm_on_uint8(mode, size):
     timm_mixup = pytest.importorskip("timm.data.mixup")
-    x = random_images(8, 3, 12, 16, torch.uint8, seed=3)
+    x = random_images(8, 3, *size, torch.uint8, seed=3)
     batch = [(x[i], i % K) for i in range(8)]
     for (name, cfg), seed in itertools.product(CONFIGS.items(), range(3)):
         kw = dict(cfg, mode=mode, num_classes=K, label_smoothing=0.1)
