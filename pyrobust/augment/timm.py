@@ -287,7 +287,7 @@ class Mixup:
             # sample of the first half (the only one kept), the rest unmixed.
             count = n // 2 if mode in ("pair", "half") else n
             draws, use_cutmix = self._params_per_elem(count)
-            if height == width and self.cutmix_minmax is None and not soft_mask:
+            if height == width and self.cutmix_minmax is None and not soft_mask and use_cutmix.any():
                 # Every box at once: the draws of the loop below, in its order.
                 mixed = draws != 1.0
                 cut = np.flatnonzero(use_cutmix & mixed)
