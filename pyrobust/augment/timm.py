@@ -357,7 +357,7 @@ class Mixup:
     def _mix_into(self, dst: torch.Tensor, src: torch.Tensor, plan: MixPlan) -> None:
         """Write the mixed batch of ``src`` (flipped partners) into ``dst`` (not ``src``)."""
         self._mix_blends(dst, src, self._blends(plan))
-        _write_patches(dst, _box_patches(src, plan, copy=False))
+        _write_patches(dst, _box_patches(src, plan))
 
     def _pair_args(self, plan: MixPlan, boxes: bool) -> Optional[tuple]:
         """``(params, modes, invert)`` of ``mix_pairs_`` for the plan's blended samples (MixUp's
@@ -391,18 +391,15 @@ class Mixup:
         return params, modes, invert
 
     def _mix_in_place(self, x: torch.Tensor, plan: MixPlan) -> None:
-        """Mix ``x`` into itself with ``mix_pairs_``, each pair read once and written once; one
-        box shared by the whole batch is instead copied as one slice (only the box moves)."""
-        one_box = _one_box(plan)
-        patches = _box_patches(x, plan, copy=True) if one_box else []
-        args = self._pair_args(plan, boxes=not one_box)
+        """Mix ``x`` into itself with ``mix_pairs_``, each pair read once and written once (a
+        box: only its rows and columns)."""
+        args = self._pair_args(plan, boxes=True)
         if args is not None:
             dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
             target = x if dense else x.contiguous()
             mix_ops.mix_pairs_(target, *args)
             if not dense:
                 x.copy_(target)
-        _write_patches(x, patches)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple:
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
@@ -427,9 +424,9 @@ def _one_box(plan: MixPlan) -> bool:
     return bool(len(plan.kind) and (plan.kind == BOX).all() and (plan.boxes == plan.boxes[0]).all())
 
 
-def _box_patches(src: torch.Tensor, plan: MixPlan, copy: bool) -> list:
+def _box_patches(src: torch.Tensor, plan: MixPlan) -> list:
     """``(index, patch)`` for each BOX sample i: the region of ``dst[index]`` that receives
-    ``src[N - 1 - i]``'s box; ``copy`` reads the patches out of ``src`` (to write them into it)."""
+    ``src[N - 1 - i]``'s box (views of ``src``, written into another tensor)."""
     rows = np.flatnonzero(plan.kind == BOX)
     if rows.size == 0:
         return []
@@ -438,11 +435,8 @@ def _box_patches(src: torch.Tensor, plan: MixPlan, copy: bool) -> list:
         yl, yh, xl, xh = (int(v) for v in plan.boxes[0])
         return [((slice(None), slice(None), slice(yl, yh), slice(xl, xh)),
                  src[:, :, yl:yh, xl:xh].flip(0))]
-    patches = []
-    for i, (yl, yh, xl, xh) in zip(rows.tolist(), plan.boxes[rows].tolist()):
-        patch = src[n - 1 - i, :, yl:yh, xl:xh]
-        patches.append(((i, slice(None), slice(yl, yh), slice(xl, xh)), patch.clone() if copy else patch))
-    return patches
+    return [((i, slice(None), slice(yl, yh), slice(xl, xh)), src[n - 1 - i, :, yl:yh, xl:xh])
+            for i, (yl, yh, xl, xh) in zip(rows.tolist(), plan.boxes[rows].tolist())]
 
 
 def _write_patches(dst: torch.Tensor, patches: list) -> None:

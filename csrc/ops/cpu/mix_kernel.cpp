@@ -213,9 +213,27 @@ inline void pair_row(const T* a, const T* b, const float* gx, A base, A gy, T* o
   blend_row(a, b, A(0), gx, base, gy, o, n);
 }
 
+// The values [lo, hi) of each sample's row a mix_pairs_ call must visit. Where gx = 0 an
+// inverted mask is 1 - gy * 0 = 1: the sample keeps its values (outside a box, or beyond a soft
+// square's edge). Every profile is unimodal along a row, so its nonzero values are one run;
+// a mask that is not inverted visits the whole row, and an unmixed sample none of it.
+void pair_spans(const int64_t* modes, const bool* invert, const float* gx, const Layout& lay,
+                int64_t* lo, int64_t* hi) {
+  const int64_t inner = lay.inner();
+  for (int64_t i = 0; i < lay.n; ++i) {
+    lo[i] = 0;
+    hi[i] = modes[i] >= 0 ? inner : 0;
+    if (modes[i] < 0 || !invert[i]) continue;
+    const float* g = gx + i * inner;
+    while (lo[i] < hi[i] && g[lo[i]] == 0.f) ++lo[i];
+    while (hi[i] > lo[i] && g[hi[i] - 1] == 0.f) --hi[i];
+  }
+}
+
 // pyrobust::mix_pairs_: rows of pairs (i, N - 1 - i) in parallel. Each row pair is blended a
 // chunk at a time into two small buffers (in L1) before either row is written back, so the
-// batch is read once and written once.
+// batch is read once and written once, and only within the pair's span (pair_spans): a box
+// moves its columns, not whole rows.
 template <typename T>
 void mix_pair_rows(T* x, const int64_t* modes, const bool* invert, const float* gy,
                    const float* gx, const Layout& lay) {
@@ -225,6 +243,8 @@ void mix_pair_rows(T* x, const int64_t* modes, const bool* invert, const float* 
   const int64_t inner = lay.inner();
   const int64_t sample = rows * inner;
   const int64_t half = lay.n / 2;
+  std::vector<int64_t> lo(lay.n), hi(lay.n);
+  pair_spans(modes, invert, gx, lay, lo.data(), hi.data());
   const int64_t grain =
       std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * inner * int64_t(sizeof(T))));
   at::parallel_for(0, half * rows, grain, [&](int64_t begin, int64_t end) {
@@ -245,8 +265,12 @@ void mix_pair_rows(T* x, const int64_t* modes, const bool* invert, const float* 
       const A base_i = invert[i] ? A(1) : A(0), base_j = invert[j] ? A(1) : A(0);
       const A gy_i = static_cast<A>(gy[i * lay.h + yy]) * (invert[i] ? A(-1) : A(1));
       const A gy_j = static_cast<A>(gy[j * lay.h + yy]) * (invert[j] ? A(-1) : A(1));
-      for (int64_t k = 0; k < inner; k += kChunk) {
-        const int64_t m = std::min(kChunk, inner - k);
+      // The union of the members' spans: a member kept outside its own span gets g = 1 there,
+      // its own values written back.
+      const int64_t from = std::min(mi ? lo[i] : inner, mj ? lo[j] : inner);
+      const int64_t to = std::max(mi ? hi[i] : int64_t(0), mj ? hi[j] : int64_t(0));
+      for (int64_t k = from; k < to; k += kChunk) {
+        const int64_t m = std::min(kChunk, to - k);
         if (mi) pair_row<T, A>(a + k, b + k, gx + i * inner + k, base_i, gy_i, ti, m);
         if (mj) pair_row<T, A>(b + k, a + k, gx + j * inner + k, base_j, gy_j, tj, m);
         if (mi) std::copy(ti, ti + m, a + k);
