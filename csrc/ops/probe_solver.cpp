@@ -43,15 +43,29 @@ struct Pair {  // a (coefficients, intercept) pair: (D, m, K) and (m, K)
   at::Tensor W, b;
 };
 
-struct History {  // one L-BFGS pair, in the eigenbasis of S (Problem::to_eig)
-  Pair s, y;
-  at::Tensor rho;  // (m,) compute dtype, 1 / s'y; 0 disables the pair for that C
-};
+// A pair packed as one (D + 1, m, K) tensor, the intercept its last row: the two-loop recursion
+// then costs one op per update and per inner product instead of one per part and a sum.
+at::Tensor pack(const Pair& p) { return at::cat({p.W, p.b.unsqueeze(0)}, 0); }
+Pair unpack(const at::Tensor& packed) {  // views
+  const int64_t d = packed.size(0) - 1;
+  return Pair{packed.narrow(0, 0, d), packed.select(0, d)};
+}
 
 // (m,) per-C inner products of two pairs.
 at::Tensor dot(const Pair& a, const Pair& b) {
   return (a.W * b.W).sum(at::IntArrayRef{0, 2}) + (a.b * b.b).sum(1);
 }
+// The same for packed pairs (contiguous). Not at::dot: MKL's dot opens an OpenMP region for
+// vectors this short, and waking the team cost more than the product.
+at::Tensor packed_dot(const at::Tensor& a, const at::Tensor& b) {
+  if (a.size(1) == 1) return (a * b).sum().view({1});
+  return (a * b).sum(at::IntArrayRef{0, 2});
+}
+
+struct History {  // one L-BFGS pair, in the eigenbasis of S (Problem::to_eig)
+  at::Tensor s, y;  // packed (D + 1, m, K)
+  at::Tensor rho;   // (m,) compute dtype, 1 / s'y; 0 disables the pair for that C
+};
 
 // 1 / s'y where s'y > 0, else 0 (the pair is skipped for that C).
 at::Tensor inverse_curvature(const at::Tensor& sy) {
@@ -432,8 +446,8 @@ void Solver::carry_history(const std::optional<at::Tensor>& history_s,
     auto sb = hs[i][d].unsqueeze(0).expand({m, k}).contiguous();
     auto yW = hy[i].narrow(0, 0, d).unsqueeze(1) + shift * sW;
     auto yb = hy[i][d].unsqueeze(0).expand({m, k}).contiguous();
-    Pair sp{sW, sb}, yp{yW, yb};
-    hist_.push_back(History{sp, yp, inverse_curvature(dot(sp, yp))});
+    const auto sp = pack(Pair{sW, sb}), yp = pack(Pair{yW, yb});
+    hist_.push_back(History{sp, yp, inverse_curvature(packed_dot(sp, yp))});
   }
 }
 
@@ -447,31 +461,28 @@ std::vector<char> Solver::active_set(double tol) const {
 
 Pair Solver::two_loop() const {
   const int64_t m = pb_.m;
-  Pair q{-ge_.W, -ge_.b};
+  const auto per_c = [m](const at::Tensor& v) { return v.view({1, m, 1}); };
+  auto q = pack(Pair{-ge_.W, -ge_.b});
   std::vector<at::Tensor> alphas;
   for (auto h = hist_.rbegin(); h != hist_.rend(); ++h) {
-    auto al = h->rho * dot(h->s, q);
-    q.W = q.W - al.view({1, m, 1}) * h->y.W;
-    q.b = q.b - al.view({m, 1}) * h->y.b;
+    auto al = h->rho * packed_dot(h->s, q);
+    q.addcmul_(h->y, per_c(al), -1);
     alphas.push_back(al);
   }
-  Pair r = pb_.precondition(q, a_);
+  auto r = pack(pb_.precondition(unpack(q), a_));
   if (!hist_.empty()) {
     const auto& h = hist_.back();
-    const auto py = pb_.precondition(h.y, a_);
-    auto gam = at::where(h.rho > 0, 1.0 / (h.rho * dot(h.y, py)), at::ones_like(h.rho));
+    const auto py = pack(pb_.precondition(unpack(h.y), a_));
+    auto gam = at::where(h.rho > 0, 1.0 / (h.rho * packed_dot(h.y, py)), at::ones_like(h.rho));
     gam = at::where(at::isfinite(gam) & (gam > 0), gam, at::ones_like(gam));
-    r.W = r.W * gam.view({1, m, 1});
-    r.b = r.b * gam.view({m, 1});
+    r.mul_(per_c(gam));
   }
   for (size_t j = 0; j < hist_.size(); ++j) {
     const auto& h = hist_[j];
     const auto& al = alphas[hist_.size() - 1 - j];
-    auto be = h.rho * dot(h.y, r);
-    r.W = r.W + (al - be).view({1, m, 1}) * h.s.W;
-    r.b = r.b + (al - be).view({m, 1}) * h.s.b;
+    r.addcmul_(h.s, per_c(al - h.rho * packed_dot(h.y, r)));
   }
-  return r;
+  return unpack(r);
 }
 
 std::pair<Pair, at::Tensor> Solver::direction(const std::vector<char>& active) {
@@ -568,7 +579,7 @@ void Solver::take_step(const Pair& dir, const Pair& dir_eig, const at::Tensor& Z
   const auto tt = step.to(pb_.dev, pb_.dt);
   x_.W.add_(dir.W * tt.view({1, m, 1}));
   x_.b.add_(dir.b * tt.view({m, 1}));
-  Pair sstep{dir_eig.W * tt.view({1, m, 1}), dir_eig.b * tt.view({m, 1})};
+  const auto sstep = pack(dir_eig).mul_(tt.view({1, m, 1}));
   if ((it + 1) % kRefreshLogits == 0) {
     Z_ = pb_.forward(x_);
   } else if (m == 1) {
@@ -579,8 +590,8 @@ void Solver::take_step(const Pair& dir, const Pair& dir_eig, const at::Tensor& Z
   std::tie(G_, stats_) = loss_grad();
   g_ = pb_.full_grad(G_.view({n, m * k}), x_);
   Pair nge = pb_.to_eig(g_);
-  Pair yv{nge.W - ge_.W, nge.b - ge_.b};
-  hist_.push_back(History{sstep, yv, inverse_curvature(dot(sstep, yv))});
+  const auto yv = pack(nge).sub_(pack(ge_));
+  hist_.push_back(History{sstep, yv, inverse_curvature(packed_dot(sstep, yv))});
   if (static_cast<int64_t>(hist_.size()) > history_) hist_.pop_front();
   ge_ = nge;
   measure();
@@ -610,11 +621,8 @@ SolveResult Solver::result() const {
   const int64_t h = static_cast<int64_t>(hist_.size());
   auto out_s = at::empty({h, d + 1, k}, pb_.opts), out_y = at::empty({h, d + 1, k}, pb_.opts);
   for (int64_t i = 0; i < h; ++i) {
-    const auto& e = hist_[i];
-    out_s[i].narrow(0, 0, d).copy_(e.s.W.select(1, m - 1));
-    out_s[i][d].copy_(e.s.b[m - 1]);
-    out_y[i].narrow(0, 0, d).copy_(e.y.W.select(1, m - 1));
-    out_y[i][d].copy_(e.y.b[m - 1]);
+    out_s[i].copy_(hist_[i].s.select(1, m - 1));
+    out_y[i].copy_(hist_[i].y.select(1, m - 1));
   }
   return {x_.W.permute({1, 0, 2}).contiguous(), x_.b, n_iter, gn_, gap_, loss, out_s, out_y};
 }
