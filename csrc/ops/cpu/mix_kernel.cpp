@@ -86,10 +86,13 @@ void fill_profiles(const float* params, MaskMode mode, const Layout& lay, float*
 }
 
 // The rows of mix.out and mix_gather.out: sample i's values start at src[i] (laid out as one
-// sample of `lay`), the output is the batch `dst`.
+// sample of `lay`), the output is the batch `dst`. `may_stream`: a large output may be written
+// with non-temporal stores (mix.out, whose output is usually a buffer written before and out of
+// the caches); mix_gather.out's is usually a fresh shared-memory batch, whose pages the kernel
+// zeroes through the caches on first touch, where a cached store costs less (docs/kernels.md).
 template <typename T>
 void mix_rows(const T* const* src, const int64_t* partner, const float* gy, const float* gx,
-              const Layout& lay, bool invert, bool use_fill, double fill_value,
+              const Layout& lay, bool invert, bool use_fill, double fill_value, bool may_stream,
               T* __restrict dst) {
   using A = typename Compute<T>::type;
   const int64_t rows = lay.rows();
@@ -101,7 +104,7 @@ void mix_rows(const T* const* src, const int64_t* partner, const float* gy, cons
   // Grain: about 32 KiB of output per task keeps threads busy without tiny tasks.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, inner * sizeof(T)));
   const bool avx2 = std::is_same<T, uint8_t>::value && u8_avx2_rows();
-  const bool stream = (std::is_same<T, float>::value || avx2) &&
+  const bool stream = may_stream && (std::is_same<T, float>::value || avx2) &&
                       lay.n * sample * int64_t(sizeof(T)) >= kStreamBytes;
   at::parallel_for(0, lay.n * rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
@@ -164,7 +167,8 @@ at::Tensor& mix_out_cpu(const at::Tensor& images_in, const at::Tensor& partner_i
         std::vector<const scalar_t*> src(n);
         for (int64_t i = 0; i < n; ++i) src[i] = base + i * lay.rows() * lay.inner();
         mix_rows<scalar_t>(src.data(), partner.data_ptr<int64_t>(), gy.data(), gx.data(), lay,
-                           invert, fill.has_value(), fill_value, out.data_ptr<scalar_t>());
+                           invert, fill.has_value(), fill_value, /*may_stream=*/true,
+                           out.data_ptr<scalar_t>());
       });
   return out;
 }
@@ -195,7 +199,8 @@ at::Tensor& mix_gather_out_cpu(at::TensorList samples, const at::Tensor& partner
         std::vector<const scalar_t*> src(lay.n);
         for (int64_t i = 0; i < lay.n; ++i) src[i] = kept[i].data_ptr<scalar_t>();
         mix_rows<scalar_t>(src.data(), partner.data_ptr<int64_t>(), gy.data(), gx.data(), lay,
-                           invert, fill.has_value(), fill_value, out.data_ptr<scalar_t>());
+                           invert, fill.has_value(), fill_value, /*may_stream=*/false,
+                           out.data_ptr<scalar_t>());
       });
   return out;
 }
