@@ -1,7 +1,8 @@
 """The probe sweep's distributed cases, shared by the test (one process) and its rank processes.
 
-Run as ``python probe_dist_helpers.py OUT_DIR RANK WORLD PORT``: joins a gloo group on
-127.0.0.1, sweeps each case on this rank's rows and saves the results to OUT_DIR/rank<RANK>.npz.
+Run as ``python probe_dist_helpers.py OUT_DIR RANK WORLD PORT [--bad]``: joins a gloo group on
+127.0.0.1, sweeps each case on this rank's rows and saves the results to OUT_DIR/rank<RANK>.npz;
+with ``--bad``, sweeps with a NaN in rank 1's rows, which every rank should report.
 """
 
 from __future__ import annotations
@@ -57,7 +58,23 @@ def flat(res) -> dict:
             "classes": res.classes}
 
 
-def main(out: str, rank: int, world: int, port: int) -> None:
+def bad_rank_sweep(rank: int, world: int, process_group) -> None:
+    """The multinomial case with a NaN in rank 1's training rows: every rank should raise."""
+    from pyrobust.probe import probe_sweep
+
+    Xt, yt, Xv, yv = problem(False)
+    rt, rv = rows(len(yt), rank, world), rows(len(yv), rank, world)
+    Xt = Xt[rt].copy()
+    if rank == 1:
+        Xt[3, 2] = np.nan
+    try:
+        probe_sweep(Xt, yt[rt], Xv[rv], yv[rv], CS, progress=False, process_group=process_group)
+    except ValueError as exc:
+        print(f"rank {rank} raised: {exc}", flush=True)
+        raise
+
+
+def main(out: str, rank: int, world: int, port: int, bad: bool = False) -> None:
     import torch
     import torch.distributed as dist
 
@@ -65,6 +82,9 @@ def main(out: str, rank: int, world: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
+        if bad:
+            bad_rank_sweep(rank, world, dist.group.WORLD)
+            return
         saved = {}
         for case in CASES:
             for k, v in flat(sweep(case, dist.group.WORLD, rank, world)).items():
@@ -75,4 +95,4 @@ def main(out: str, rank: int, world: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), "--bad" in sys.argv[5:])

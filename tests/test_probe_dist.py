@@ -63,6 +63,17 @@ def test_two_ranks_match_one_process(ranks, case):
                                        err_msg=f"{case} {key} at C={helpers.CS[i]:g}")
 
 
+def test_a_rank_with_bad_rows_fails_every_rank(tmp_path):
+    # Rank 1's rows hold a NaN: rank 1 raises its own error, rank 0 one naming rank 1, and
+    # neither waits in a collective for the other (the timeout would fail the test).
+    port = free_port()
+    outs = _run_ranks(lambda r: [os.path.join(HERE, "probe_dist_helpers.py"), str(tmp_path), str(r),
+                                 str(WORLD), str(port), "--bad"], timeout=120, ok=False)
+    assert "rank 1 raised: X holds NaN or inf" in outs[1], outs[1][-2000:]
+    assert "rank 0 raised: another rank's input failed its checks" in outs[0], outs[0][-2000:]
+    assert "rank 1: ValueError: X holds NaN or inf" in outs[0], outs[0][-2000:]
+
+
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     """A train cache of 90 rows in 12 chunks and a val cache of 40 rows, as `pyrobust extract`

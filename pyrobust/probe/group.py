@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["check_group", "group_name", "sum_", "union_labels"]
+__all__ = ["agree", "check_group", "group_name", "sum_", "union_labels"]
 
 
 def check_group(process_group):
@@ -27,6 +27,31 @@ def check_group(process_group):
         raise TypeError(f"process_group should be a torch.distributed ProcessGroup, got "
                         f"{type(process_group).__name__}")
     return process_group
+
+
+def agree(check, group):
+    """``check()``, whose errors every rank of ``group`` sees: each rank runs its own input checks
+    (no collective inside), then the ranks exchange their outcomes in one collective. A rank whose
+    check failed raises its own error; the others raise a ValueError naming it and its message.
+    Without this, a rank failing alone would leave the others waiting in the solver's first
+    collective until the backend's timeout. Returns ``check()``'s value (None: one process)."""
+    try:
+        value, failure = check(), None
+    except (ValueError, TypeError) as exc:
+        value, failure = None, exc
+    if group is not None:
+        import torch.distributed as dist
+
+        reports = [None] * dist.get_world_size(group)
+        mine = None if failure is None else f"{type(failure).__name__}: {failure}"
+        dist.all_gather_object(reports, mine, group=group)
+        failed = [f"rank {r}: {m}" for r, m in enumerate(reports) if m is not None]
+        if failed and failure is None:
+            raise ValueError("another rank's input failed its checks, so no rank sweeps; "
+                             + "; ".join(failed))
+    if failure is not None:
+        raise failure
+    return value
 
 
 def group_name(group) -> str | None:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from pyrobust.checks import check_bool, check_int, check_real
 from pyrobust.probe import data as _data
+from pyrobust.probe import group as _group
 from pyrobust.probe.estimator import LogisticProbe
 from pyrobust.probe.problem import Problem, gap_tolerance
 from pyrobust.probe.result import SweepResult
@@ -101,15 +102,29 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
     if refit and process_group is not None:
         raise ValueError("refit=True is not supported with a process_group (it would gather train "
                          "and val on one process); refit the best C yourself")
-    # validation data first: a mistake there is reported before the training statistics are made
-    Xv = _data.as_feature_tensor(X_val, "X_val")
-    d_train = _data.as_feature_tensor(X_train, "X").shape[1]
-    if Xv.shape[1] != d_train:
-        raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {d_train}")
-    yv = _data.as_labels(y_val, "y_val")
-    if yv.shape[0] != Xv.shape[0]:
-        raise ValueError(f"X_val has {Xv.shape[0]} samples but y_val has {yv.shape[0]} labels")
-    _data.check_finite(Xv, 65536, "X_val")
+    group = _group.check_group(process_group)
+
+    def check_rows():
+        # Validation data first: a mistake there is reported before the training statistics are
+        # made. With a group, this rank's training rows too (Problem checks them again, between
+        # collectives), so that every rank learns of any rank's bad input before the first one.
+        Xv = _data.as_feature_tensor(X_val, "X_val")
+        X = _data.as_feature_tensor(X_train, "X")
+        if Xv.shape[1] != X.shape[1]:
+            raise ValueError(f"X_val has {Xv.shape[1]} features, X_train has {X.shape[1]}")
+        yv = _data.as_labels(y_val, "y_val")
+        if yv.shape[0] != Xv.shape[0]:
+            raise ValueError(f"X_val has {Xv.shape[0]} samples but y_val has {yv.shape[0]} labels")
+        _data.check_finite(Xv, 65536, "X_val")
+        if group is not None:
+            y = _data.encode_labels(y_train, "y")[1]
+            if y.shape[0] != X.shape[0]:
+                raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]} labels")
+            _data.check_finite(X, 65536, "X")
+            _data.sample_weights(y, int(y.max()) + 1, sample_weight)  # its shape and values
+        return Xv, yv
+
+    Xv, yv = _group.agree(check_rows, group)
     prob = Problem(X_train, y_train, sample_weight=sample_weight, class_weight=class_weight,
                    standardize=standardize, device=device, compute_dtype=dtype,
                    chunk_rows=chunk_rows, process_group=process_group)
