@@ -123,6 +123,20 @@ at::Tensor split_mm(const at::Tensor& A, const SplitOperand& B) {
   return acc;
 }
 
+// Whether A @ B is better taken as (B^T A^T)^T: on the CPU, for B of 2 to 15 columns (K of 2 to 15
+// classes, or few classes times few C), MKL's GEMM runs 3-9 times slower than on the transposed
+// problem, whose output has that many rows instead (docs/probe-solver.md, "Skinny products").
+// B is on the compute device (A may be a host chunk of X on its way there).
+bool transpose_skinny(const at::Tensor& B) {
+  return B.is_cpu() && B.size(1) >= 2 && B.size(1) < 16;
+}
+
+// A @ B, contiguous.
+at::Tensor mm_skinny(const at::Tensor& A, const at::Tensor& B) {
+  if (!transpose_skinny(B)) return at::mm(A, B);
+  return at::mm(B.t(), A.t()).t().contiguous();
+}
+
 // In place, t = the sum (or max) of t over the ranks of a torch.distributed group, by name.
 // Called through the dispatcher (_c10d_functional::all_reduce_ then wait_tensor), so the core
 // links no c10d symbol and still builds and loads against a torch without distributed support,
@@ -204,10 +218,10 @@ struct Problem {
   // A pair into the eigenbasis of S (coefficients Q^T W; the intercept as it is) and back out.
   // Inner products are the same in either basis.
   Pair to_eig(const Pair& p) const {
-    return Pair{at::matmul(Q.t(), p.W.reshape({d, m * k})).view({d, m, k}), p.b};
+    return Pair{mm_skinny(Q.t(), p.W.reshape({d, m * k})).view({d, m, k}), p.b};
   }
   Pair from_eig(const Pair& p) const {
-    return Pair{at::matmul(Q, p.W.reshape({d, m * k})).view({d, m, k}), p.b};
+    return Pair{mm_skinny(Q, p.W.reshape({d, m * k})).view({d, m, k}), p.b};
   }
   // The preconditioner on a pair in the eigenbasis: (a S + lambda)^-1 is diagonal there, 1 / a
   // for the intercept.
@@ -310,14 +324,23 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
 }
 
 at::Tensor Problem::forward(const Pair& p) const {
-  const auto Wr = p.W.reshape({d, m * k}) * inv_scale;
-  const auto br = p.b.reshape({m * k}) - at::matmul(ctr, Wr).view({m * k});
+  auto Wr = p.W.reshape({d, m * k}) * inv_scale;
+  auto br = p.b.reshape({m * k}) - at::matmul(ctr, Wr).view({m * k});
   auto Z = at::empty({n, m * k}, opts);
   const auto Ws = split ? split_operand(Wr, X.scalar_type()) : SplitOperand{};
+  // X @ W with 2 to 15 columns: W padded with zero columns to 16 (2-3x faster on the CPU, see
+  // transpose_skinny; here the output is the large side, so padding beats transposing).
+  const bool pad = !split && transpose_skinny(Wr);
+  if (pad) {
+    Wr = at::constant_pad_nd(Wr, {0, 16 - m * k});
+    br = at::constant_pad_nd(br, {0, 16 - m * k});
+  }
   for (int64_t r0 = 0; r0 < n; r0 += chunk) {
     const int64_t len = std::min(chunk, n - r0);
     auto out = Z.narrow(0, r0, len);
-    if (!split)
+    if (pad)
+      out.copy_(at::addmm(br, x_chunk(r0, len), Wr).narrow(1, 0, m * k));
+    else if (!split)
       at::addmm_out(out, br, x_chunk(r0, len), Wr);
     else if (Ws.parts.empty())
       out.copy_(br.expand({len, m * k}));
@@ -336,7 +359,11 @@ Pair Problem::backward(const at::Tensor& G) const {
     const auto xt = x_chunk(r0, len).t();
     const auto Gc = G.narrow(0, r0, len);
     if (!split) {
-      acc.addmm_(xt, Gc);
+      if (transpose_skinny(Gc)) {
+        acc.add_(at::mm(Gc.t(), xt.t()).t());
+      } else {
+        acc.addmm_(xt, Gc);
+      }
       continue;
     }
     const auto Gs = split_operand(Gc, X.scalar_type(), wmax);
