@@ -21,8 +21,14 @@ def _score_chunks(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray, chun
     """Yield ``(row offset, X_chunk @ coef.T + intercept)`` on ``device`` in ``dtype``."""
     W = torch.from_numpy(np.ascontiguousarray(coef.T)).to(device, dtype)
     b = torch.from_numpy(np.asarray(intercept)).to(device, dtype)
+    k = W.shape[1]
+    if W.device.type == "cpu" and 2 <= k < 16:
+        # Zero columns up to 16: MKL runs 2-15 output columns 2-3x slower than 16
+        # (docs/probe-solver.md, "Skinny products"); the scores are the first k columns.
+        W = torch.nn.functional.pad(W, (0, 16 - k))
+        b = torch.nn.functional.pad(b, (0, 16 - k))
     for r0, xc in _data.iter_chunks(X, chunk_rows, device, dtype):
-        yield r0, torch.addmm(b, xc, W)
+        yield r0, torch.addmm(b, xc, W)[:, :k]
 
 
 def decision_scores(X: torch.Tensor, coef: np.ndarray, intercept: np.ndarray,
