@@ -19,6 +19,7 @@ import math
 from typing import Optional, Sequence
 
 import torch
+import torch._prims_common  # the fake kernel's memory format, for symbolic shapes
 
 from pyrobust.checks import check_int
 from pyrobust.ops import _checks
