@@ -190,6 +190,28 @@ def test_fast_collate_rounds_blends_to_nearest_and_takes_numpy():
     assert (images.double() - exact).abs().max() <= 0.5 + 1e-4
 
 
+@pytest.mark.parametrize("cfg", [dict(mixup_alpha=0.7), dict(mixup_alpha=0.0, cutmix_alpha=1.0)])
+def test_fast_collate_mixup_in_workers(cfg):
+    # In a DataLoader worker the batch is stacked into shared memory and mixed there in place:
+    # the main process gets each sample blended with its flipped partner at the targets' lam
+    # (MixUp), or with a box of it pasted (CutMix), and the samples are left as they were.
+    from torch.utils.data import DataLoader
+
+    x = random_images(8, 3, 9, 11, torch.uint8, seed=6)
+    data = [(x[i], i) for i in range(8)]
+    collate = FastCollateMixup(mode="elem", num_classes=K, label_smoothing=0.0, **cfg)
+    loader = DataLoader(data, batch_size=8, num_workers=2, collate_fn=collate, multiprocessing_context="fork")
+    images, targets = next(iter(loader))
+    assert images.dtype == torch.uint8 and images.is_shared()
+    lam = recover_lam(targets, torch.arange(8), 0.0)
+    if cfg["mixup_alpha"] > 0:
+        exact = lam[:, None, None, None] * x.double() + (1 - lam[:, None, None, None]) * x.flip(0).double()
+        assert (images.double() - exact).abs().max() <= 0.5 + 1e-4
+    else:
+        check_mixed(images, x, lam.tolist(), cfg, 8)
+    assert all(torch.equal(s, x[i]) for i, (s, _) in enumerate(data))
+
+
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
 def test_odd_batches_leave_the_middle_sample_unmixed(mode):
     n = 7

@@ -462,18 +462,21 @@ class FastCollateMixup(Mixup):
         first = torch.as_tensor(batch[0][0])
         if first.dim() != 3:
             raise ValueError(f"samples should be C x H x W, got shape {tuple(first.shape)}")
-        stacked = self._scratch.take(first.expand(n, *first.shape))
-        torch.stack([torch.as_tensor(b[0]) for b in batch], out=stacked)
-        half = self.mode == "half"
+        samples = [torch.as_tensor(b[0]) for b in batch]
         plan = self.plan(n, first.shape[1], first.shape[2])
-        size = n // 2 if half else n
-        output = _new_batch(stacked[:size])
-        if half:
+        if self.mode == "half":  # the first half of the mixed batch: mixed from a stacked copy
+            size = n // 2
+            stacked = self._scratch.take(first.expand(n, *first.shape))
+            torch.stack(samples, out=stacked)
+            output = _new_batch(stacked[:size])
             full = self._scratch.take(stacked)
             self._mix_into(full, stacked, plan)
             output.copy_(full[:size])
-        else:
-            self._mix_into(output, stacked, plan)
+        else:  # stacked into the new batch, then mixed in place as Mixup does (a box: its span)
+            size = n
+            output = _new_batch(first.expand(n, *first.shape))
+            torch.stack(samples, out=output)
+            self._mix_in_place(output, plan)
         target = default_collate([b[1] for b in batch])
         return output, self._targets(target, plan, output.device)[:size]
 
