@@ -288,7 +288,7 @@ class Mixup:
             count = n // 2 if mode in ("pair", "half") else n
             draws, use_cutmix = self._params_per_elem(count)
             if height == width and self.cutmix_minmax is None and not soft_mask and use_cutmix.any():
-                # Every box at once: the draws of the loop below, in its order.
+                # Every box at once: the draws the loop (else) makes one by one, in its order.
                 mixed = draws != 1.0
                 cut = np.flatnonzero(use_cutmix & mixed)
                 boxes[cut] = rand_bboxes_square(height, draws[cut])
@@ -297,15 +297,15 @@ class Mixup:
                     draws[cut] = 1.0 - area / float(height * width)
                 kind[:count] = np.where(mixed, np.where(use_cutmix, BOX, BLEND), UNMIXED)
                 lam[:count] = np.where(mixed, draws, 1.0)
-                count = 0  # nothing left for the loop
-            for i in range(count):
-                if draws[i] == 1.0:
-                    continue
-                if use_cutmix[i] and not soft_mask:
-                    boxes[i], draws[i] = cutmix_bbox_and_lam(shape, draws[i], self.cutmix_minmax,
-                                                             self.correct_lam)
-                kind[i] = (SOFT if soft_mask else BOX) if use_cutmix[i] else BLEND
-                lam[i] = draws[i]
+            else:
+                for i in range(count):
+                    if draws[i] == 1.0:
+                        continue
+                    if use_cutmix[i] and not soft_mask:
+                        boxes[i], draws[i] = cutmix_bbox_and_lam(shape, draws[i], self.cutmix_minmax,
+                                                                 self.correct_lam)
+                    kind[i] = (SOFT if soft_mask else BOX) if use_cutmix[i] else BLEND
+                    lam[i] = draws[i]
             owners = np.arange(n)
             if mode == "pair":
                 owners = np.minimum(owners, n - 1 - owners)
