@@ -142,18 +142,24 @@ def probe_loss_grad(logits: torch.Tensor, target: torch.Tensor, weight: torch.Te
 
 
 def probe_line_stats(logits, direction, target, weight, step):
-    """Reference of ``torch.ops.pyrobust.probe_line_stats`` by autograd in ``t`` (float64)."""
+    """Reference of ``torch.ops.pyrobust.probe_line_stats`` by autograd in ``t`` (float64): the
+    weighted loss sum, its first two derivatives in ``t``, its change from ``t = 0`` and the sum of
+    the rows' absolute changes."""
+    def losses(c, t):
+        z = logits[:, c:c + 1].double() + t * direction[:, c:c + 1].double()
+        if z.shape[2] == 1:
+            return torch.nn.functional.softplus(z[:, 0, 0]) - target.double() * z[:, 0, 0]
+        return torch.logsumexp(z[:, 0], 1) - z[:, 0].gather(1, target[:, None])[:, 0]
+
     out = []
+    w = weight.double()
     for c in range(logits.shape[1]):
         t = torch.tensor(float(step[c]), dtype=torch.float64, requires_grad=True)
-        z = logits[:, c:c + 1].double() + t * direction[:, c:c + 1].double()
-        w = weight.double()
-        if z.shape[2] == 1:
-            loss = torch.nn.functional.softplus(z[:, 0, 0]) - target.double() * z[:, 0, 0]
-        else:
-            loss = torch.logsumexp(z[:, 0], 1) - z[:, 0].gather(1, target[:, None])[:, 0]
+        loss = losses(c, t)
         f = (w * loss).sum()
         (d1,) = torch.autograd.grad(f, t, create_graph=True)
         (d2,) = torch.autograd.grad(d1, t)
-        out.append(torch.stack([f.detach(), d1.detach(), d2.detach()]))
+        change = w * (loss.detach() - losses(c, 0.0))
+        out.append(torch.stack([f.detach(), d1.detach(), d2.detach(), change.sum(),
+                                change.abs().sum()]))
     return torch.stack(out)

@@ -61,6 +61,32 @@ def test_line_stats_are_derivatives_in_t(k):
                                ref.probe_line_stats(z, d, y, w, step), atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("k", [1, 5])
+def test_line_stats_change_is_exact_in_float32(k):
+    # Confident logits (|z| ~ 20) and a step that moves them by ~1e-4: the loss sums carry
+    # float32 round-off far above their change, which the fourth column still resolves.
+    g = torch.Generator().manual_seed(5)
+    n = 2000
+    y = torch.randint(0, max(k, 2), (n,), generator=g)
+    z = torch.randn(n, 1, k, generator=g, dtype=torch.float64) * 4
+    if k == 1:
+        z[:, 0, 0] += torch.where(y == 1, 20.0, -20.0)
+    else:
+        z[torch.arange(n), 0, y] += 20.0
+    d = torch.randn(n, 1, k, generator=g, dtype=torch.float64)
+    w = torch.rand(n, generator=g, dtype=torch.float64)
+    step = torch.tensor([1e-4], dtype=torch.float64)
+    z32, d32, w32 = z.float(), d.float(), w.float()
+    got = ops.line_stats(z32, d32, y, w32, step)
+    want = ref.probe_line_stats(z32.double(), d32.double(), y, w32.double(), step)
+    change, scale = float(want[0, 3]), float(want[0, 4])
+    assert abs(float(got[0, 3]) - change) <= 1e-4 * scale
+    assert float(got[0, 4]) == pytest.approx(scale, rel=1e-4)
+    # the two float32 loss sums subtracted: off by far more than the change itself
+    naive = float(got[0, 0] - ops.line_stats(z32, d32, y, w32, torch.zeros(1, dtype=torch.float64))[0, 0])
+    assert abs(naive - change) > 10 * abs(float(got[0, 3]) - change)
+
+
 def test_opcheck():
     z = torch.randn(9, 2, 3, dtype=torch.float64)
     y = torch.randint(0, 3, (9,))

@@ -10,10 +10,11 @@
 //     stats[c] = (sum_n weight[n] * loss[n,c], sum_n weight[n] * curvature[n,c])   float64 (m, 2)
 //     curvature = p(1-p) (binomial) or (1 - |p|^2) / (K - 1) (multinomial): the mean eigenvalue
 //     of the per-sample Hessian block, used by the solver to scale its preconditioner.
-//   probe_line_stats(logits, direction, target, weight, step, *, check_target=True) -> (m, 3)
+//   probe_line_stats(logits, direction, target, weight, step, *, check_target=True) -> (m, 5)
 //     loss, first and second derivative in t of sum_n weight[n] * loss(logits + t * direction)
-//     at t = step[c] (float64): a line search along a direction whose logits are cached costs
-//     no GEMM.
+//     at t = step[c], its change from t = 0 (taken as a difference, exact where the two float32
+//     losses' round-off would swamp it) and the sum of the rows' absolute changes (float64): a
+//     line search along a direction whose logits are cached costs no GEMM.
 //   Targets are checked to be classes of the model (one sync on a device) unless check_target is
 //   False; a kernel that meets a bad target then gives NaN for its row, never reads outside it.
 //   probe_solve(...) -> (coef, intercept, n_iter, grad_norm, gap, loss, history_s, history_y):
@@ -112,7 +113,8 @@ TORCH_LIBRARY_FRAGMENT(pyrobust, m) {
       "probe_solve(Tensor X, Tensor target, Tensor weight, Tensor lambdas, Tensor coef, "
       "Tensor intercept, Tensor center, Tensor scale, Tensor eigvecs, Tensor eigvals, float tol, "
       "int max_iter, int history, int chunk_rows, Tensor? history_s=None, Tensor? history_y=None, "
-      "float history_lambda=0., str products=\"convert\", str? group_name=None) -> (Tensor, "
+      "float history_lambda=0., str products=\"convert\", str? group_name=None, "
+      "float gap_rtol=0.) -> (Tensor, "
       "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 

@@ -13,7 +13,12 @@ namespace pyrobust {
 
 // Number of per-C statistics returned by probe_loss_grad and probe_line_stats.
 constexpr int64_t kLossGradStats = 2;   // sum w*loss, sum w*curvature
-constexpr int64_t kLineStats = 3;       // sum w*loss, sum w*dloss/dt, sum w*d2loss/dt2
+// probe_line_stats at t: sum w*loss, sum w*dloss/dt, sum w*d2loss/dt2, sum w*(loss - loss at
+// t = 0) taken as a difference (exact where the losses' round-off is far above it), and
+// sum |w*(loss - loss at t = 0)| (the scale of that change's round-off).
+constexpr int64_t kLineStats = 5;
+// A row whose logits move by at most this (max_j |t (d_j - d_y)|) gets the exact change.
+constexpr double kExactStep = 1.0;
 
 // Typed entries of the ops (through the dispatcher, so every backend and the autograd / tracing
 // layers see the call), for C++ callers such as the solver.

@@ -160,14 +160,14 @@ void all_reduce(const at::Tensor& t, const std::string& group, const char* op) {
 // L-BFGS, whose step is accepted at t = 1 most of the time; a near-exact search costs more
 // iterations (docs/probe-solver.md, "The loose line search").
 constexpr double kCurvatureC2 = 0.9;
-// ... and only where phi does not climb: phi(t) <= phi(0) + c1 t phi'(0) + kLossNoise eps |loss(0)|
-// (eps of the compute dtype). For a quadratic phi the curvature condition implies the decrease;
-// the test binds only where the loss is flat to round-off, where a step chosen on noisy
-// derivatives can climb far (seen with class weights 1e7 apart). The slack keeps the steps at
-// round-off level that still reduce the gradient. A C whose search finds no such step takes none
-// and is marked stalled.
+// ... and only where phi does not climb: phi(t) <= phi(0) + c1 t phi'(0) + kLossNoise eps s(t),
+// where the change phi(t) - phi(0) is the fused pass's exact difference (probe_line_stats) and
+// s(t) the sum of its rows' magnitudes, the scale of its round-off (eps of the compute dtype).
+// For a quadratic phi the curvature condition implies the decrease; the test binds only where
+// the loss is flat to round-off, where a step chosen on noisy derivatives can climb far (seen with
+// class weights 1e7 apart). A C whose search finds no such step takes none and is marked stalled.
 constexpr double kArmijoC1 = 1e-4;
-constexpr double kLossNoise = 64.0;
+constexpr double kLossNoise = 8.0;
 constexpr int kLineSearchSteps = 20;
 // The logits are updated incrementally (Z += t Zd) and recomputed from X this often, bounding
 // their drift.
@@ -408,7 +408,7 @@ class Solver {
   // gradient step.
   void carry_history(const std::optional<at::Tensor>& history_s,
                      const std::optional<at::Tensor>& history_y, double history_lambda);
-  SolveResult run(double tol, int64_t max_iter);
+  SolveResult run(double tol, double gap_rtol, int64_t max_iter);
 
  private:
   std::tuple<at::Tensor, at::Tensor> loss_grad() const {
@@ -420,13 +420,18 @@ class Solver {
   at::Tensor grad_norm() const {
     return at::maximum(g_.W.abs().amax({0, 2}), g_.b.abs().amax(1)).to(at::kCPU, at::kDouble);
   }
-  // Flags of the C not yet converged (max-abs gradient or gap above tol) nor stalled.
-  std::vector<char> active_set(double tol) const;
-  // gn_, a_ and gap_ at the current iterate.
+  // Flags of the C not yet converged nor stalled. Converged: the max-abs gradient <= tol, the
+  // gap <= tol and the gap <= gap_rtol times the objective (0: no relative test).
+  std::vector<char> active_set(double tol, double gap_rtol) const;
+  // gn_, a_, gap_ and obj_ at the current iterate.
   void measure() {
     gn_ = grad_norm();
     a_ = pb_.curvature(stats_);
     gap_ = pb_.gap(ge_, a_);
+    obj_ = (stats_.select(1, 0).to(at::kCPU, at::kDouble) / pb_.wsum +
+            0.5 * at::tensor(pb_.lam, at::kDouble) *
+                (x_.W * x_.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble))
+               .contiguous();
   }
   // -H g by the two-loop recursion, the preconditioner (scaled by s'y / y'My) as the initial
   // inverse Hessian; in the eigenbasis, where the preconditioner is diagonal.
@@ -453,6 +458,7 @@ class Solver {
   Pair x_, g_, ge_;              // the iterate, its gradient, the gradient in the eigenbasis
   at::Tensor Z_, G_, stats_;     // its logits (N, m*K), logit gradients, loss statistics
   at::Tensor gn_, a_, gap_;      // max-abs gradient (host), curvature, objective gap (host)
+  at::Tensor obj_;               // (m,) the objective, float64 on the host
   std::deque<History> hist_;     // L-BFGS pairs, oldest first
   std::vector<int64_t> iters_;   // iterations per C
   std::vector<char> stalled_;    // C without a descent direction left
@@ -479,11 +485,14 @@ void Solver::carry_history(const std::optional<at::Tensor>& history_s,
   }
 }
 
-std::vector<char> Solver::active_set(double tol) const {
+std::vector<char> Solver::active_set(double tol, double gap_rtol) const {
   const double* gn = gn_.data_ptr<double>();
   const double* gap = gap_.data_ptr<double>();
+  const double* obj = obj_.data_ptr<double>();
   std::vector<char> active(pb_.m, 0);
-  for (int64_t c = 0; c < pb_.m; ++c) active[c] = !stalled_[c] && (gn[c] > tol || gap[c] > tol);
+  for (int64_t c = 0; c < pb_.m; ++c)
+    active[c] = !stalled_[c] && (gn[c] > tol || gap[c] > tol ||
+                                 (gap_rtol > 0 && gap[c] > gap_rtol * obj[c]));
   return active;
 }
 
@@ -541,7 +550,6 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
   // only, never the intercept.
   const auto wd = (x_.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
   const auto dd = (dir.W * dir.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble);
-  const auto loss0 = stats_.select(1, 0).to(at::kCPU, at::kDouble).contiguous();  // at t = 0
   const double eps = pb_.dt == at::kFloat ? std::numeric_limits<float>::epsilon()
                                           : std::numeric_limits<double>::epsilon();
   auto step = at::zeros({m}, at::dtype(at::kDouble));
@@ -569,11 +577,10 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
       const double d1 = sp[c * kLineStats + 1] / pb_.wsum +
                         lam * (wd.data_ptr<double>()[c] + t[c] * dd.data_ptr<double>()[c]);
       const double d2 = sp[c * kLineStats + 2] / pb_.wsum + lam * dd.data_ptr<double>()[c];
-      const double l0 = loss0.data_ptr<double>()[c];
-      const double dphi = (sp[c * kLineStats] - l0) / pb_.wsum +
+      const double dphi = sp[c * kLineStats + 3] / pb_.wsum +
                           lam * t[c] * (wd.data_ptr<double>()[c] +
                                         0.5 * t[c] * dd.data_ptr<double>()[c]);
-      const double slack = kLossNoise * eps * std::abs(l0) / pb_.wsum;
+      const double slack = kLossNoise * eps * sp[c * kLineStats + 4] / pb_.wsum;
       const bool decrease = dphi <= kArmijoC1 * t[c] * gdp[c] + slack;
       const auto finish = [&] {
         done[c] = 1;
@@ -625,10 +632,10 @@ void Solver::take_step(const Pair& dir, const Pair& dir_eig, const at::Tensor& Z
   measure();
 }
 
-SolveResult Solver::run(double tol, int64_t max_iter) {
+SolveResult Solver::run(double tol, double gap_rtol, int64_t max_iter) {
   measure();
   for (int64_t it = 0; it < max_iter; ++it) {
-    const std::vector<char> active = active_set(tol);
+    const std::vector<char> active = active_set(tol, gap_rtol);
     if (std::none_of(active.begin(), active.end(), [](char v) { return v != 0; })) break;
     const auto [dir_eig, gd] = direction(active);
     const Pair dir = pb_.from_eig(dir_eig);
@@ -663,12 +670,13 @@ SolveResult probe_solve(const at::Tensor& X, const at::Tensor& target, const at:
                         int64_t chunk_rows, const std::optional<at::Tensor>& history_s,
                         const std::optional<at::Tensor>& history_y, double history_lambda,
                         std::string_view products,
-                        const std::optional<std::string_view>& group_name) {
+                        const std::optional<std::string_view>& group_name, double gap_rtol) {
+  TORCH_CHECK(gap_rtol >= 0, "gap_rtol should be >= 0, got ", gap_rtol);
   const Problem problem(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs,
                         eigvals, tol, max_iter, history, chunk_rows, products, group_name);
   Solver solver(problem, coef, intercept, history);
   solver.carry_history(history_s, history_y, history_lambda);
-  return solver.run(tol, max_iter);
+  return solver.run(tol, gap_rtol, max_iter);
 }
 
 }  // namespace

@@ -42,9 +42,11 @@ def line_stats(
     *,
     check_target: bool = True,
 ) -> torch.Tensor:
-    """``(m, 3)`` float64: weighted loss sum and its first two derivatives in ``t`` at
-    ``logits + step[c] * direction`` (``step`` is ``(m,)`` float64, on the logits' device or
-    the CPU). ``check_target`` as in :func:`loss_grad`."""
+    """``(m, 5)`` float64 at ``logits + step[c] * direction`` (``step`` is ``(m,)`` float64, on the
+    logits' device or the CPU): the weighted loss sum, its first two derivatives in ``t``, its
+    change from ``t = 0`` and the sum of the rows' absolute changes. The change is computed as a
+    difference (exact to its own precision where subtracting two float32 loss sums would lose it
+    to round-off). ``check_target`` as in :func:`loss_grad`."""
     return torch.ops.pyrobust.probe_line_stats(logits, direction, target, weight, step,
                                                check_target=check_target)
 
@@ -69,6 +71,7 @@ def solve(
     history_lambda: float = 0.0,
     products: str = "convert",
     group_name: str | None = None,
+    gap_rtol: float = 0.0,
 ):
     """Run the solver loop for ``m`` L2 strengths ``lambdas`` from the start ``(coef, intercept)``.
 
@@ -82,7 +85,8 @@ def solve(
     ``eigvecs^T W``), their ``y`` taken at ``history_lambda``; the solver moves them to each
     of its ``lambdas`` exactly (the penalty's curvature is ``lambda I``) and starts from them.
 
-    Stops for each C once ``grad_norm <= tol`` and ``gap <= tol``.
+    Stops for each C once ``grad_norm <= tol``, ``gap <= tol`` and, where ``gap_rtol > 0``,
+    ``gap <= gap_rtol * objective`` (the objective at the iterate: mean loss plus penalty).
 
     ``products``: ``"convert"`` multiplies chunks of ``X`` converted to the compute dtype;
     ``"split"`` (float16 / bfloat16 ``X``, float32 compute) multiplies ``X`` as stored, the float32
@@ -102,6 +106,7 @@ def solve(
     a device ``scale``, once per call, never inside the solver loop).
     """
     tol = check_real(tol, "tol", min=0)
+    gap_rtol = check_real(gap_rtol, "gap_rtol", min=0)
     max_iter, history = check_int(max_iter, "max_iter", min=0), check_int(history, "history", min=1)
     chunk_rows = check_int(chunk_rows, "chunk_rows", min=0)
     if scale.device.type != "meta" and scale.numel() and not bool(torch.isfinite(scale).all() and (scale > 0).all()):
@@ -109,7 +114,7 @@ def solve(
     return torch.ops.pyrobust.probe_solve(
         X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
         float(tol), int(max_iter), int(history), int(chunk_rows), history_s, history_y,
-        float(history_lambda), products, group_name,
+        float(history_lambda), products, group_name, float(gap_rtol),
     )
 
 
@@ -122,13 +127,13 @@ def _loss_grad_fake(logits, target, weight, *, check_target=True):
 @torch.library.register_fake("pyrobust::probe_line_stats")
 def _line_stats_fake(logits, direction, target, weight, step, *, check_target=True):
     _checks.check_probe_line(logits, direction, target, weight, step)
-    return logits.new_empty((logits.shape[1], 3), dtype=torch.float64)
+    return logits.new_empty((logits.shape[1], 5), dtype=torch.float64)
 
 
 @torch.library.register_fake("pyrobust::probe_solve")
 def _solve_fake(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals,
                 tol, max_iter, history, chunk_rows, history_s=None, history_y=None,
-                history_lambda=0.0, products="convert", group_name=None):
+                history_lambda=0.0, products="convert", group_name=None, gap_rtol=0.0):
     _checks.check_probe_solve(X, target, weight, lambdas, coef, intercept, center, scale, eigvecs, eigvals, tol,
                               max_iter, history, chunk_rows, history_s, history_y, products)
     m, d, k = coef.shape

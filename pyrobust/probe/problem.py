@@ -21,7 +21,7 @@ __all__ = ["Problem", "gap_tolerance", "GAP_RTOL"]
 
 # The estimated objective gap must also be below this fraction of the objective (see
 # docs/probe-solver.md, "stopping").
-GAP_RTOL = 1e-5
+GAP_RTOL = 2e-6
 
 
 def gap_tolerance(tol, objective):
@@ -107,9 +107,8 @@ class Problem:
               pairs=None):
         """Solve for the m values ``Cs`` jointly from ``(coef, intercept)`` (internal model).
 
-        Stops once the max-abs gradient is ``<= tol`` and the estimated objective gap is
-        ``<= gap_tolerance(tol, objective)``: the op is called with ``tol`` first and called again,
-        warm (its solution and pairs), with the tighter tolerance while the relative test fails.
+        Each C stops once its max-abs gradient is ``<= tol`` and its estimated objective gap is
+        ``<= gap_tolerance(tol, objective)`` (the op's ``tol`` and ``gap_rtol``).
         ``pairs``: ``(history_s, history_y, lambda)`` from the previous solve of a path, or None.
         Returns ``(coef, intercept, n_iter, grad_norm, gap, loss, pairs)``."""
         # Imported here, not at the top: importing pyrobust.ops loads the compiled core, which
@@ -117,21 +116,13 @@ class Problem:
         from pyrobust.ops import probe as _ops
 
         lambdas = torch.tensor([self.lam(c) for c in Cs], dtype=torch.float64)
-        n_iter = torch.zeros(len(Cs), dtype=torch.int64)
-        op_tol = tol
-        while True:
-            hs, hy, hl = pairs if pairs is not None else (None, None, 0.0)
-            coef, intercept, it, gn, gap, loss, hs, hy = _ops.solve(
-                self.X, self.target, self.weight, lambdas, coef, intercept,
-                self.center.to(self.dtype), self.scale.to(self.dtype), self.eigvecs, self.eigvals,
-                op_tol, max_iter - int(n_iter.max()), history, self.chunk_rows, hs, hy, hl,
-                self.products, _group.group_name(self.group))
-            n_iter += it
-            pairs = (hs, hy, float(lambdas[-1]))
-            need = float(gap_tolerance(tol, self.objective(lambdas, coef, loss)).min())
-            if bool((gap <= need).all()) or need >= op_tol or int(n_iter.max()) >= max_iter:
-                return coef, intercept, n_iter, gn, gap, loss, pairs
-            op_tol = need
+        hs, hy, hl = pairs if pairs is not None else (None, None, 0.0)
+        coef, intercept, n_iter, gn, gap, loss, hs, hy = _ops.solve(
+            self.X, self.target, self.weight, lambdas, coef, intercept,
+            self.center.to(self.dtype), self.scale.to(self.dtype), self.eigvecs, self.eigvals,
+            tol, max_iter, history, self.chunk_rows, hs, hy, hl, self.products,
+            _group.group_name(self.group), GAP_RTOL)
+        return coef, intercept, n_iter, gn, gap, loss, (hs, hy, float(lambdas[-1]))
 
     def objective(self, lambdas, coef, loss):
         """``(m,)`` float64: the objective (mean loss plus penalty) of the internal ``coef``."""

@@ -81,6 +81,43 @@ double exp_shifted(const double* x, double shift, double* e, int64_t k) {
   return sum;
 }
 
+// expm1(x) for |x| <= 1 (kExactStep): its Taylor series to x^10, truncated below 3e-8 of the
+// value, as plain arithmetic that GCC vectorises in the AVX2 clone. float64 takes std::expm1.
+__attribute__((always_inline)) inline float expm1_small(float x) {
+  float p = 1.0f / 3628800.0f;
+  p = p * x + 1.0f / 362880.0f;
+  p = p * x + 1.0f / 40320.0f;
+  p = p * x + 1.0f / 5040.0f;
+  p = p * x + 1.0f / 720.0f;
+  p = p * x + 1.0f / 120.0f;
+  p = p * x + 1.0f / 24.0f;
+  p = p * x + 1.0f / 6.0f;
+  p = p * x + 0.5f;
+  p = p * x + 1.0f;
+  return p * x;
+}
+inline double expm1_small(double x) { return std::expm1(x); }
+
+// sum_j e[j] expm1(-t (d[j] - dy)), each |t (d[j] - dy)| <= kExactStep.
+PYROBUST_CLONES float sum_expm1(const float* __restrict e, const float* __restrict d, float dy,
+                                float t, int64_t k) {
+  constexpr int kLanes = 8;
+  float acc[kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + kLanes <= k; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) acc[l] += e[j + l] * expm1_small(-t * (d[j + l] - dy));
+  float sum = 0;
+  for (; j < k; ++j) sum += e[j] * expm1_small(-t * (d[j] - dy));
+  for (int l = 0; l < kLanes; ++l) sum += acc[l];
+  return sum;
+}
+
+double sum_expm1(const double* e, const double* d, double dy, double t, int64_t k) {
+  double sum = 0;
+  for (int64_t j = 0; j < k; ++j) sum += e[j] * std::expm1(-t * (d[j] - dy));
+  return sum;
+}
+
 template <typename T>
 void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g_all,
                     double* partial, int64_t r0, int64_t r1, int64_t m, int64_t k) {
@@ -119,6 +156,13 @@ void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g
   }
 }
 
+// The line search's statistics of one block of rows at t = step[c]: the loss, its first two
+// derivatives in t, and the change of the loss from t = 0 (kLineStats in ops/probe.h). The change
+// is taken as a difference, not as loss(t) - loss(0): with p_t the softmax at z + t d,
+//   loss(t) - loss(0) = -log(sum_j p_t,j exp(-t (d_j - d_y))) = -log1p(sum_j p_t,j expm1(...)),
+// exact to the precision of the change itself where the two losses would carry float32 round-off
+// of the loss, far above the change near an optimum (docs/probe-solver.md, "The decrease test").
+// A row whose logits move by more than kExactStep takes the plain difference of its two losses.
 template <typename T>
 void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, const T* weight,
                      const double* step, T* buf, double* partial, int64_t r0, int64_t r1,
@@ -127,7 +171,10 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
     const int64_t y = target[n];
     const double w = weight[n];
     if (!probe_target_ok(y, k)) {
-      for (int64_t c = 0; c < m; ++c) partial[c * kLineStats] = NAN;
+      for (int64_t c = 0; c < m; ++c) {
+        partial[c * kLineStats] = NAN;
+        partial[c * kLineStats + 3] = NAN;
+      }
       continue;
     }
     for (int64_t c = 0; c < m; ++c) {
@@ -135,31 +182,49 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
       const T* d = d_all + (n * m + c) * k;
       const T t = T(step[c]);
       double* out = partial + c * kLineStats;
+      double change;
       if (k == 1) {
         const T zt = z[0] + t * d[0];
         const T p = sigmoid(zt);
         out[0] += w * (softplus(zt) - T(y) * zt);
         out[1] += w * (p - T(y)) * d[0];
         out[2] += w * p * (T(1) - p) * d[0] * d[0];
-        continue;
+        // loss = softplus(s z), s = 1 - 2 y: the change is softplus(a) - softplus(a - b)
+        const T sgn = y ? T(-1) : T(1), a = sgn * zt, b = sgn * t * d[0];
+        change = std::abs(b) <= T(kExactStep)
+                     ? -std::log1p(double(sigmoid(a)) * double(expm1_small(-b)))
+                     : double(softplus(a)) - double(softplus(a - b));
+      } else {
+        for (int64_t j = 0; j < k; ++j) buf[j] = z[j] + t * d[j];
+        T mx = buf[0];
+        for (int64_t j = 1; j < k; ++j) mx = std::max(mx, buf[j]);
+        const T zy = buf[y];
+        T* e = buf + k;  // distinct from buf, so the exponential loop needs no alias check
+        const T se = exp_shifted(buf, mx, e, k);
+        T pd = 0, pdd = 0, spread = 0;
+        for (int64_t j = 0; j < k; ++j) {
+          pd += e[j] * d[j];
+          pdd += e[j] * d[j] * d[j];
+          spread = std::max(spread, std::abs(d[j] - d[y]));
+        }
+        const T inv = T(1) / se;
+        pd *= inv;
+        pdd *= inv;
+        const double loss_t = double(mx) + std::log(double(se)) - zy;
+        out[0] += w * loss_t;
+        out[1] += w * (pd - d[y]);
+        out[2] += w * std::max(T(0), pdd - pd * pd);
+        if (std::abs(t) * spread <= T(kExactStep)) {
+          change = -std::log1p(double(sum_expm1(e, d, d[y], t, k)) / double(se));
+        } else {
+          T mx0 = z[0];
+          for (int64_t j = 1; j < k; ++j) mx0 = std::max(mx0, z[j]);
+          const T se0 = exp_shifted(z, mx0, buf, k);
+          change = loss_t - (double(mx0) + std::log(double(se0)) - z[y]);
+        }
       }
-      for (int64_t j = 0; j < k; ++j) buf[j] = z[j] + t * d[j];
-      T mx = buf[0];
-      for (int64_t j = 1; j < k; ++j) mx = std::max(mx, buf[j]);
-      const T zy = buf[y];
-      T* e = buf + k;  // distinct from buf, so the exponential loop needs no alias check
-      const T se = exp_shifted(buf, mx, e, k);
-      T pd = 0, pdd = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        pd += e[j] * d[j];
-        pdd += e[j] * d[j] * d[j];
-      }
-      const T inv = T(1) / se;
-      pd *= inv;
-      pdd *= inv;
-      out[0] += w * (double(mx) + std::log(double(se)) - zy);
-      out[1] += w * (pd - d[y]);
-      out[2] += w * std::max(T(0), pdd - pd * pd);
+      out[3] += w * change;
+      out[4] += std::abs(w * change);
     }
   }
 }

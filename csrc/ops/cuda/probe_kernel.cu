@@ -115,7 +115,7 @@ __global__ void line_stats_kernel(const T* __restrict__ z_all, const T* __restri
   const int lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int64_t c = c0 + blockIdx.y;
-  double vals[kLineStats] = {0.0, 0.0, 0.0};
+  double vals[kLineStats] = {0.0, 0.0, 0.0, 0.0, 0.0};
   if (row < n) {
     const T* z = z_all + (row * m + c) * k;
     const T* d = d_all + (row * m + c) * k;
@@ -123,7 +123,7 @@ __global__ void line_stats_kernel(const T* __restrict__ z_all, const T* __restri
     const double w = weight[row];
     const T t = T(step[c]);
     if (!probe_target_ok(y, k)) {
-      if (lane == 0) vals[0] = NAN;
+      if (lane == 0) vals[0] = vals[3] = NAN;
     } else if (k == 1) {
       if (lane == 0) {
         const T zt = z[0] + t * d[0];
@@ -131,25 +131,51 @@ __global__ void line_stats_kernel(const T* __restrict__ z_all, const T* __restri
         vals[0] = w * (softplus(zt) - T(y) * zt);
         vals[1] = w * (p - T(y)) * d[0];
         vals[2] = w * p * (T(1) - p) * d[0] * d[0];
+        // the change from t = 0 as a difference, as the CPU kernel takes it
+        const T sgn = y ? T(-1) : T(1), a = sgn * zt, b = sgn * t * d[0];
+        const double change = abs(b) <= T(kExactStep)
+                                  ? -log1p(double(sigmoid(a)) * double(expm1(-b)))
+                                  : double(softplus(a)) - double(softplus(a - b));
+        vals[3] = w * change;
+        vals[4] = abs(w * change);
       }
     } else {
-      T mx = -INFINITY;
-      for (int64_t j = lane; j < k; j += 32) mx = max(mx, z[j] + t * d[j]);
+      const T dy = d[y];
+      T mx = -INFINITY, spread = 0;
+      for (int64_t j = lane; j < k; j += 32) {
+        mx = max(mx, z[j] + t * d[j]);
+        spread = max(spread, abs(d[j] - dy));
+      }
       mx = warp_max(mx);
-      T se = 0, pd = 0, pdd = 0;
+      const bool exact = abs(t) * warp_max(spread) <= T(kExactStep);  // the same in every lane
+      T se = 0, pd = 0, pdd = 0, sx = 0;
       for (int64_t j = lane; j < k; j += 32) {
         const T e = exp(z[j] + t * d[j] - mx);
         se += e;
         pd += e * d[j];
         pdd += e * d[j] * d[j];
+        if (exact) sx += e * expm1(-t * (d[j] - dy));
       }
       se = warp_sum(se);
       pd = warp_sum(pd) / se;
       pdd = warp_sum(pdd) / se;
+      const double loss_t = double(mx) + log(double(se)) - double(z[y] + t * dy);
+      double change;
+      if (exact) {
+        change = -log1p(double(warp_sum(sx)) / double(se));
+      } else {
+        T mx0 = -INFINITY, se0 = 0;
+        for (int64_t j = lane; j < k; j += 32) mx0 = max(mx0, z[j]);
+        mx0 = warp_max(mx0);
+        for (int64_t j = lane; j < k; j += 32) se0 += exp(z[j] - mx0);
+        change = loss_t - (double(mx0) + log(double(warp_sum(se0))) - double(z[y]));
+      }
       if (lane == 0) {
-        vals[0] = w * (double(mx) + log(double(se)) - double(z[y] + t * d[y]));
-        vals[1] = w * double(pd - d[y]);
+        vals[0] = w * loss_t;
+        vals[1] = w * double(pd - dy);
         vals[2] = w * double(max(T(0), pdd - pd * pd));
+        vals[3] = w * change;
+        vals[4] = abs(w * change);
       }
     }
   }
