@@ -489,3 +489,27 @@ def test_check_estimator():
         results = check_estimator(LogisticProbe(), on_fail=None)
     failed = {r["check_name"] for r in results if r["status"] == "failed"}
     assert failed <= EXPECTED_FAILED_CHECKS, failed
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_features_rotated_into_the_eigenbasis_give_the_same_sweep(monkeypatch, k):
+    # D >= N / 16 here: the Problem rotates X once into its covariance's eigenbasis and the
+    # solver skips its (D, D) products; the heads folded back must be those of the unrotated solve.
+    import pyrobust.probe.problem as problem
+
+    X, y = make_classification(n_samples=300, n_features=40, n_informative=12, n_classes=k,
+                               random_state=7)
+    X = X * np.linspace(0.1, 5, 40) + 3.0  # uneven scales, off-centre
+    Cs = [0.01, 1.0, 100.0]
+    rotated = probe_sweep(X[:200], y[:200], X[200:], y[200:], Cs, progress=False, tol=1e-10,
+                          dtype="float64", max_iter=5000)
+    assert problem.Problem(X[:200], y[:200]).in_eigenbasis
+    monkeypatch.setattr(problem, "ROTATE_N_PER_D", 0)
+    assert not problem.Problem(X[:200], y[:200]).in_eigenbasis
+    plain = probe_sweep(X[:200], y[:200], X[200:], y[200:], Cs, progress=False, tol=1e-10,
+                        dtype="float64", max_iter=5000)
+    # to the solves' precision: at C = 100, |g| <= 1e-10 leaves the head within |g| / lambda
+    for a, b in zip(rotated.coefs + rotated.intercepts, plain.coefs + plain.intercepts):
+        assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(b)
+    np.testing.assert_allclose(rotated.train_loss, plain.train_loss, rtol=1e-9)
+    np.testing.assert_array_equal(rotated.val_accuracy, plain.val_accuracy)

@@ -189,6 +189,7 @@ struct Problem {
   double wmax;               // max |w| (split only): a bound on |G| = |w| |p - onehot|
   at::Tensor inv_scale, ctr;  // (D, 1), (1, D)
   at::Tensor Q, s;            // eigvecs (D, D), eigvals clamped at 0 (D, 1, 1)
+  bool in_eigenbasis;         // eigvecs empty: X is already (x - center) / scale @ eigvecs
   // The torch.distributed group whose ranks hold the other rows of X (none: X is every row).
   // Every sum over rows below is all-reduced over it; everything else is (D, m, K)-sized and
   // identical on every rank, so every rank takes the same steps.
@@ -215,13 +216,16 @@ struct Problem {
   Pair backward(const at::Tensor& G) const;
   // The objective's gradient at p from G: the data term over sum w, plus the penalty's.
   Pair full_grad(const at::Tensor& G, const Pair& p) const;
-  // A pair into the eigenbasis of S (coefficients Q^T W; the intercept as it is) and back out.
+  // A pair into the eigenbasis of S (coefficients Q^T W; the intercept as it is) and back out
+  // (nothing to do where X is given in that basis).
   // Inner products are the same in either basis. Contiguous: the recursion's reductions over a
   // transposed view ran slower and summed in another order.
   Pair to_eig(const Pair& p) const {
+    if (in_eigenbasis) return p;
     return Pair{mm_skinny(Q.t(), p.W.reshape({d, m * k})).contiguous().view({d, m, k}), p.b};
   }
   Pair from_eig(const Pair& p) const {
+    if (in_eigenbasis) return p;
     return Pair{mm_skinny(Q, p.W.reshape({d, m * k})).contiguous().view({d, m, k}), p.b};
   }
   // The preconditioner on a pair in the eigenbasis: (a S + lambda)^-1 is diagonal there, 1 / a
@@ -265,8 +269,9 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
   TORCH_CHECK(center.numel() == d && scale.numel() == d && eigvals.numel() == d,
               "center, scale and eigvals should have D = ", d, " entries, got ", center.numel(),
               ", ", scale.numel(), ", ", eigvals.numel());
-  TORCH_CHECK(eigvecs.sizes() == at::IntArrayRef({d, d}), "eigvecs should be (", d, ", ", d,
-              "), got ", eigvecs.sizes());
+  TORCH_CHECK(eigvecs.sizes() == at::IntArrayRef({d, d}) || eigvecs.numel() == 0,
+              "eigvecs should be (", d, ", ", d, ") or empty (X in the eigenbasis), got ",
+              eigvecs.sizes());
   TORCH_CHECK(tol >= 0, "tol should be >= 0, got ", tol);
   TORCH_CHECK(max_iter >= 0, "max_iter should be >= 0, got ", max_iter);
   TORCH_CHECK(history >= 1, "history should be >= 1, got ", history);
@@ -319,7 +324,8 @@ Problem::Problem(const at::Tensor& X_, const at::Tensor& target, const at::Tenso
   }
   inv_scale = on_device(scale).reciprocal().view({d, 1});
   ctr = on_device(center).view({1, d});
-  Q = on_device(eigvecs);
+  in_eigenbasis = eigvecs.numel() == 0;
+  if (!in_eigenbasis) Q = on_device(eigvecs);
   s = on_device(eigvals).clamp_min(0).view({d, 1, 1});
   chunk = chunk_rows > 0 ? std::min(chunk_rows, n) : n;
 }

@@ -70,7 +70,7 @@ def check_probe_solve(X, target, weight, lambdas, coef, intercept, center, scale
     check(lambdas.shape == (m,) and lambdas.dtype == torch.float64,
           f"lambdas should be ({m},) float64, one per C, got {tuple(lambdas.shape)} {lambdas.dtype}")
     for name, t, shape in (("intercept", intercept, (m, k)), ("center", center, (d,)), ("scale", scale, (d,)),
-                           ("eigvecs", eigvecs, (d, d)), ("eigvals", eigvals, (d,))):
+                           ("eigvecs", eigvecs, (d, d) if eigvecs.numel() else (0, 0)), ("eigvals", eigvals, (d,))):
         check(tuple(t.shape) == shape and t.dtype == coef.dtype,
               f"{name} should be {shape} {coef.dtype}, got {tuple(t.shape)} {t.dtype}")
         check(t.device == coef.device, f"{name} should be on coef's device {coef.device}, got {t.device}")

@@ -78,7 +78,9 @@ def solve(
     ``X`` ``(N, D)`` any float dtype and device (read in chunks of ``chunk_rows``, 0 = all);
     ``coef`` ``(m, D, K)`` and ``intercept`` ``(m, K)`` in the compute dtype on the compute device,
     in the internal model on ``(x - center) / scale``; ``eigvecs`` ``(D, D)``, ``eigvals`` ``(D,)``
-    the eigendecomposition of the weighted covariance of those features.
+    the eigendecomposition of the weighted covariance of those features. ``eigvecs`` empty
+    ``(0, 0)``: ``X`` is given in that eigenbasis (``(x - center) / scale @ eigvecs``, with
+    ``center`` 0 and ``scale`` 1), and so are ``coef`` and the returned coefficients.
 
     ``history_s``/``history_y`` ``(h, D + 1, K)`` (the intercept in row D) are L-BFGS pairs from
     the previous C of a path, as this op returned them (coefficients in the eigenbasis

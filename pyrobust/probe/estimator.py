@@ -40,7 +40,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         standardize: ``"none"``, ``"feature"`` (per-feature) or ``"scalar"`` (one mean and std).
         tol: stop once the max-abs gradient (scikit-learn's lbfgs ``gtol``) is ``<= tol`` and
             the estimated objective gap ``g' M g / 2`` (M the solver's preconditioner) is
-            ``<= tol`` and ``<= 2e-6`` of the objective; fitted ``grad_norm_`` and ``gap_``
+            ``<= tol`` and ``<= 1e-6`` of the objective; fitted ``grad_norm_`` and ``gap_``
             report the final values.
         max_iter: iteration cap.
         device: ``"cpu"`` or ``"cuda"``.

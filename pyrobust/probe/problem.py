@@ -21,7 +21,16 @@ __all__ = ["Problem", "gap_tolerance", "GAP_RTOL"]
 
 # The estimated objective gap must also be below this fraction of the objective (see
 # docs/probe-solver.md, "stopping").
-GAP_RTOL = 2e-6
+GAP_RTOL = 1e-6
+# X is rotated once into the eigenbasis of its covariance (a copy in the compute dtype) where
+# D >= N / ROTATE_N_PER_D and the copy takes at most ROTATE_MAX_BYTES: the solver then skips the
+# two (D, D) products of every iteration (docs/probe-solver.md, "X in the eigenbasis").
+ROTATE_N_PER_D = 16
+ROTATE_MAX_BYTES = 1 << 30
+# ... keeping only the directions whose variance is above this fraction of the largest: the
+# others (N < D leaves D - N + 1 of them at 0) carry no signal, only round-off that the
+# preconditioner, 1 / lambda there, would magnify.
+ROTATE_RANK_RTOL = 1e-10
 
 
 def gap_tolerance(tol, objective):
@@ -93,9 +102,25 @@ class Problem:
             self.group)
         self.center, self.scale = center, scale
         self.eigvecs, self.eigvals = vecs.to(compute_dtype), vals.to(compute_dtype)
+        d = self.X.shape[1]
+        itemsize = torch.finfo(compute_dtype).bits // 8
+        # Ranks decide alike only on shared facts, and their rows differ: no rotation with a group.
+        self.in_eigenbasis = (self.group is None and self.products == "convert"
+                              and not isinstance(X, np.memmap) and self.X.device == self.device
+                              and ROTATE_N_PER_D * d >= n and n * d * itemsize <= ROTATE_MAX_BYTES)
+        self.X_solve, self.solve_chunk_rows = self.X, self.chunk_rows
+        if self.in_eigenbasis:
+            keep = vals > ROTATE_RANK_RTOL * vals.max()
+            self.eigvecs, self.eigvals = self.eigvecs[:, keep], self.eigvals[keep]
+            self.X_solve = torch.empty(n, int(keep.sum()), dtype=compute_dtype, device=self.device)
+            c, s = center.to(compute_dtype), scale.to(compute_dtype)
+            for r0, xc in _data.iter_chunks(self.X, self.chunk_rows or 65536, self.device,
+                                            compute_dtype):
+                torch.matmul((xc - c) / s, self.eigvecs, out=self.X_solve[r0:r0 + xc.shape[0]])
+            self.solve_chunk_rows = 0
 
     def zeros(self, m: int):
-        d = self.X.shape[1]
+        d = self.X_solve.shape[1]  # the kept eigen-directions where in_eigenbasis
         return (torch.zeros(m, d, self.k, dtype=self.dtype, device=self.device),
                 torch.zeros(m, self.k, dtype=self.dtype, device=self.device))
 
@@ -105,7 +130,9 @@ class Problem:
 
     def solve(self, Cs: Sequence[float], coef, intercept, *, tol, max_iter, history=30,
               pairs=None):
-        """Solve for the m values ``Cs`` jointly from ``(coef, intercept)`` (internal model).
+        """Solve for the m values ``Cs`` jointly from ``(coef, intercept)`` (internal model: on
+        ``(x - center) / scale``, and in the eigenbasis of its covariance where
+        ``in_eigenbasis``; :meth:`fold` maps it onto raw features).
 
         Each C stops once its max-abs gradient is ``<= tol`` and its estimated objective gap is
         ``<= gap_tolerance(tol, objective)`` (the op's ``tol`` and ``gap_rtol``).
@@ -117,11 +144,18 @@ class Problem:
 
         lambdas = torch.tensor([self.lam(c) for c in Cs], dtype=torch.float64)
         hs, hy, hl = pairs if pairs is not None else (None, None, 0.0)
+        d = self.X_solve.shape[1]
+        if self.in_eigenbasis:
+            center = torch.zeros(d, dtype=self.dtype, device=self.device)
+            scale = torch.ones(d, dtype=self.dtype, device=self.device)
+            eigvecs = self.eigvecs.new_empty((0, 0))
+        else:
+            center, scale = self.center.to(self.dtype), self.scale.to(self.dtype)
+            eigvecs = self.eigvecs
         coef, intercept, n_iter, gn, gap, loss, hs, hy = _ops.solve(
-            self.X, self.target, self.weight, lambdas, coef, intercept,
-            self.center.to(self.dtype), self.scale.to(self.dtype), self.eigvecs, self.eigvals,
-            tol, max_iter, history, self.chunk_rows, hs, hy, hl, self.products,
-            _group.group_name(self.group), GAP_RTOL)
+            self.X_solve, self.target, self.weight, lambdas, coef, intercept, center, scale,
+            eigvecs, self.eigvals, tol, max_iter, history, self.solve_chunk_rows, hs, hy, hl,
+            self.products, _group.group_name(self.group), GAP_RTOL)
         return coef, intercept, n_iter, gn, gap, loss, (hs, hy, float(lambdas[-1]))
 
     def objective(self, lambdas, coef, loss):
@@ -130,7 +164,10 @@ class Problem:
 
     def fold(self, coef: torch.Tensor, intercept: torch.Tensor):
         """Internal ``(D, K)``, ``(K,)`` → raw-feature float64 numpy ``coef_`` (K, D), ``intercept_``."""
-        W = coef.double().cpu() / self.scale.double().cpu()[:, None]
+        W = coef.double().cpu()
+        if self.in_eigenbasis:
+            W = self.eigvecs.double().cpu() @ W
+        W = W / self.scale.double().cpu()[:, None]
         b = intercept.double().cpu() - self.center.double().cpu() @ W
         if self.k > 1:
             b = b - b.mean()  # the softmax is blind to a common shift; centre as scikit-learn's

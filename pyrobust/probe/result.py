@@ -26,7 +26,7 @@ class SweepResult:
             (weighted) cross-entropy without the penalty; ``val_loss`` averages over validation
             samples whose label was seen in training.
         n_iter: ``(n_C,)`` solver iterations (one gradient-equivalent each).
-        converged: ``(n_C,)`` bool, ``grad_norm <= tol`` and ``gap <= tol`` and ``gap <= 2e-6``
+        converged: ``(n_C,)`` bool, ``grad_norm <= tol`` and ``gap <= tol`` and ``gap <= 1e-6``
             of the objective (the solver's stopping tests).
         grad_norm: ``(n_C,)`` final max-abs gradient of the objective (scikit-learn's ``gtol``).
         gap: ``(n_C,)`` final estimated objective gap ``g' M g / 2``, M the solver's

@@ -70,7 +70,7 @@ def probe_sweep(X_train, y_train, X_val, y_val, Cs=DEFAULT_CS, *, standardize: s
         standardize: ``"none"``, ``"feature"`` or ``"scalar"``; always folded into the head.
         device: ``"cpu"`` or ``"cuda"``.
         tol: stop when the max-abs gradient (scikit-learn's lbfgs ``gtol``) is ``<= tol`` and
-            the estimated objective gap is ``<= tol`` and ``<= 2e-6`` of the objective (the gap
+            the estimated objective gap is ``<= tol`` and ``<= 1e-6`` of the objective (the gap
             test keeps a warm start at weak regularisation from stopping far from the optimum;
             the relative one holds the objective within 1e-4 of the optimum where it is small).
         max_iter: iteration cap per C.
