@@ -513,3 +513,16 @@ def test_features_rotated_into_the_eigenbasis_give_the_same_sweep(monkeypatch, k
         assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(b)
     np.testing.assert_allclose(rotated.train_loss, plain.train_loss, rtol=1e-9)
     np.testing.assert_array_equal(rotated.val_accuracy, plain.val_accuracy)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_constant_features_fit_the_intercept_only(k):
+    # Every feature constant: no direction has variance, so nothing is rotated and the head is the
+    # class prior's logits, as scikit-learn's.
+    X = np.full((30, 4), 2.5)
+    y = np.arange(30) % k
+    y[:k + 2] = 0  # unequal class counts: a non-zero intercept
+    est = LogisticProbe(C=1.0, tol=1e-8, dtype="float64").fit(X, y)
+    sk = LogisticRegression(C=1.0, tol=1e-10, max_iter=1000).fit(X, y)
+    np.testing.assert_allclose(est.coef_, 0, atol=1e-12)
+    np.testing.assert_allclose(est.predict_proba(X[:1]), sk.predict_proba(X[:1]), atol=1e-6)

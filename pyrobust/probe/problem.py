@@ -104,13 +104,15 @@ class Problem:
         self.eigvecs, self.eigvals = vecs.to(compute_dtype), vals.to(compute_dtype)
         d = self.X.shape[1]
         itemsize = torch.finfo(compute_dtype).bits // 8
+        keep = vals > ROTATE_RANK_RTOL * vals.max()
         # Ranks decide alike only on shared facts, and their rows differ: no rotation with a group.
+        # Constant features keep no direction: the op then takes them as they are.
         self.in_eigenbasis = (self.group is None and self.products == "convert"
                               and not isinstance(X, np.memmap) and self.X.device == self.device
-                              and ROTATE_N_PER_D * d >= n and n * d * itemsize <= ROTATE_MAX_BYTES)
+                              and ROTATE_N_PER_D * d >= n and n * d * itemsize <= ROTATE_MAX_BYTES
+                              and bool(keep.any()))
         self.X_solve, self.solve_chunk_rows = self.X, self.chunk_rows
         if self.in_eigenbasis:
-            keep = vals > ROTATE_RANK_RTOL * vals.max()
             self.eigvecs, self.eigvals = self.eigvecs[:, keep], self.eigvals[keep]
             self.X_solve = torch.empty(n, int(keep.sum()), dtype=compute_dtype, device=self.device)
             c, s = center.to(compute_dtype), scale.to(compute_dtype)
