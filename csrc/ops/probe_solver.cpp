@@ -434,9 +434,9 @@ class Solver {
     gn_ = grad_norm();
     a_ = pb_.curvature(stats_);
     gap_ = pb_.gap(ge_, a_);
+    const auto penalty = 0.5 * (pb_.lam_t * x_.W * x_.W).sum(at::IntArrayRef{0, 2});
     obj_ = (stats_.select(1, 0).to(at::kCPU, at::kDouble) / pb_.wsum +
-            0.5 * at::tensor(pb_.lam, at::kDouble) *
-                (x_.W * x_.W).sum(at::IntArrayRef{0, 2}).to(at::kCPU, at::kDouble))
+            penalty.to(at::kCPU, at::kDouble))
                .contiguous();
   }
   // -H g by the two-loop recursion, the preconditioner (scaled by s'y / y'My) as the initial

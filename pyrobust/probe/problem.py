@@ -112,6 +112,8 @@ class Problem:
                               and ROTATE_N_PER_D * d >= n and n * d * itemsize <= ROTATE_MAX_BYTES
                               and bool(keep.any()))
         self.X_solve, self.solve_chunk_rows = self.X, self.chunk_rows
+        # (center, scale, eigvecs) as the op takes them: the statistics, or for a rotated X none
+        self.op_stats = (center.to(compute_dtype), scale.to(compute_dtype), self.eigvecs)
         if self.in_eigenbasis:
             self.eigvecs, self.eigvals = self.eigvecs[:, keep], self.eigvals[keep]
             self.X_solve = torch.empty(n, int(keep.sum()), dtype=compute_dtype, device=self.device)
@@ -120,6 +122,10 @@ class Problem:
                                             compute_dtype):
                 torch.matmul((xc - c) / s, self.eigvecs, out=self.X_solve[r0:r0 + xc.shape[0]])
             self.solve_chunk_rows = 0
+            d_kept = self.X_solve.shape[1]
+            self.op_stats = (torch.zeros(d_kept, dtype=compute_dtype, device=self.device),
+                             torch.ones(d_kept, dtype=compute_dtype, device=self.device),
+                             self.eigvecs.new_empty((0, 0)))
 
     def zeros(self, m: int):
         d = self.X_solve.shape[1]  # the kept eigen-directions where in_eigenbasis
@@ -146,17 +152,9 @@ class Problem:
 
         lambdas = torch.tensor([self.lam(c) for c in Cs], dtype=torch.float64)
         hs, hy, hl = pairs if pairs is not None else (None, None, 0.0)
-        d = self.X_solve.shape[1]
-        if self.in_eigenbasis:
-            center = torch.zeros(d, dtype=self.dtype, device=self.device)
-            scale = torch.ones(d, dtype=self.dtype, device=self.device)
-            eigvecs = self.eigvecs.new_empty((0, 0))
-        else:
-            center, scale = self.center.to(self.dtype), self.scale.to(self.dtype)
-            eigvecs = self.eigvecs
         coef, intercept, n_iter, gn, gap, loss, hs, hy = _ops.solve(
-            self.X_solve, self.target, self.weight, lambdas, coef, intercept, center, scale,
-            eigvecs, self.eigvals, tol, max_iter, history, self.solve_chunk_rows, hs, hy, hl,
+            self.X_solve, self.target, self.weight, lambdas, coef, intercept, *self.op_stats,
+            self.eigvals, tol, max_iter, history, self.solve_chunk_rows, hs, hy, hl,
             self.products, _group.group_name(self.group), GAP_RTOL)
         return coef, intercept, n_iter, gn, gap, loss, (hs, hy, float(lambdas[-1]))
 
