@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pyrobust import reference as ref
 from pyrobust.probe import LogisticProbe, SweepResult, probe_sweep
-from tests.conftest import needs_cuda
+from tests.conftest import devices, needs_cuda
 
 ops = pytest.importorskip("pyrobust.ops.probe")
 
@@ -85,6 +85,63 @@ def test_line_stats_change_is_exact_in_float32(k):
     # the two float32 loss sums subtracted: off by far more than the change itself
     naive = float(got[0, 0] - ops.line_stats(z32, d32, y, w32, torch.zeros(1, dtype=torch.float64))[0, 0])
     assert abs(naive - change) > 10 * abs(float(got[0, 3]) - change)
+
+
+def _two_loop(g, pairs, precond):
+    """Textbook L-BFGS direction -H g for packed (D + 1, K) float64 pairs ``[(s, y), ...]``
+    (oldest first) with the initial inverse Hessian ``gamma * precond`` (elementwise), ``gamma =
+    s'y / y' precond y`` of the newest pair."""
+    q, alphas = -g.clone(), []
+    for s, y in reversed(pairs):
+        a = (s * q).sum() / (s * y).sum()
+        q -= a * y
+        alphas.append(a)
+    s, y = pairs[-1]
+    r = (s * y).sum() / (y * precond * y).sum() * precond * q
+    for (s, y), a in zip(pairs, reversed(alphas)):
+        r += (a - (y * r).sum() / (s * y).sum()) * s
+    return r
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("k", [1, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_first_step_follows_the_lbfgs_recursion(k, dtype, device):
+    # One iteration from carried pairs, for two values of C at once: the step taken must lie
+    # along the L-BFGS direction with the preconditioner (a S + lambda)^-1 as the initial inverse
+    # Hessian, a the loss's mean curvature at the start (eigvecs = I: the basis is the features').
+    g = torch.Generator().manual_seed(3)
+    n, d, m, h = 60, 5, 2, 3
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randint(0, max(k, 2), (n,), generator=g)
+    w = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+    lam = torch.tensor([0.05, 0.3], dtype=torch.float64)
+    eigvals = torch.rand(d, generator=g, dtype=torch.float64) + 0.5
+    W0 = torch.randn(m, d, k, generator=g, dtype=torch.float64) * 0.3
+    b0 = torch.randn(m, k, generator=g, dtype=torch.float64) * 0.3
+    hs = torch.randn(h, d + 1, k, generator=g, dtype=torch.float64)
+    hy = hs * (torch.rand(h, d + 1, k, generator=g, dtype=torch.float64) + 0.5)  # s'y > 0
+    lam_h = 0.01
+    cast = lambda t: t.to(dtype)  # noqa: E731
+    on = lambda t: t.to(device, dtype) if t.is_floating_point() else t.to(device)  # noqa: E731
+    W1, b1 = ops.solve(*map(on, (X, y, w, lam, W0, b0, torch.zeros(d), torch.ones(d), torch.eye(d),
+                                 eigvals)), 0.0, 1, history_s=on(hs), history_y=on(hy),
+                       history_lambda=lam_h)[:2]
+    W1, b1 = W1.cpu(), b1.cpu()
+    Xc, W0c, b0c = cast(X).double(), cast(W0).double(), cast(b0).double()
+    G, stats = ops.loss_grad(cast(torch.einsum("nd,mdk->nmk", Xc, W0c) + b0c), y, cast(w))
+    G, wsum = G.double(), float(cast(w).double().sum())
+    for c in range(m):
+        grad = torch.cat([Xc.T @ G[:, c] / wsum + lam[c] * W0c[c], G[:, c].sum(0, keepdim=True) / wsum])
+        a = max(float(stats[c, 1]) / wsum, 1e-12)
+        precond = torch.cat([1 / (a * eigvals + lam[c]), torch.tensor([1 / a], dtype=torch.float64)])
+        pairs = [(s, yy + (lam[c] - lam_h) * torch.cat([s[:d], torch.zeros(1, k, dtype=torch.float64)]))
+                 for s, yy in zip(cast(hs).double(), cast(hy).double())]
+        want = _two_loop(grad, pairs, precond[:, None])
+        step = torch.cat([W1[c].double() - W0c[c], (b1[c].double() - b0c[c])[None]])
+        cos = float((step * want).sum() / (step.norm() * want.norm()))
+        assert float((step * want).sum()) > 0
+        assert cos == pytest.approx(1.0, abs=1e-12 if dtype == torch.float64 else 1e-5)
 
 
 def test_opcheck():
