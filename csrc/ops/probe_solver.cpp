@@ -35,6 +35,7 @@
 #include <utility>
 #include <vector>
 
+#include "ops/cpu/simd.h"
 #include "ops/probe.h"
 
 namespace pyrobust {
@@ -503,46 +504,65 @@ std::vector<char> Solver::active_set(double tol, double gap_rtol) const {
   return active;
 }
 
+// sum x[i] y[i] over n contiguous values, in double (8 partial sums, vectorised in the AVX2 clone)
+// and r[i] += a x[i]: the recursion's two passes.
+template <typename T>
+__attribute__((always_inline)) inline double dot_body(const T* __restrict x,
+                                                      const T* __restrict y, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += double(x[i + l]) * double(y[i + l]);
+  double sum = 0;
+  for (; i < n; ++i) sum += double(x[i]) * double(y[i]);
+  for (int l = 0; l < 8; ++l) sum += acc[l];
+  return sum;
+}
+template <typename T>
+__attribute__((always_inline)) inline void axpy_body(T* __restrict r, const T* __restrict x, T a,
+                                                     int64_t n) {
+  for (int64_t i = 0; i < n; ++i) r[i] += a * x[i];
+}
+PYROBUST_CLONES double dot_host(const float* x, const float* y, int64_t n) {
+  return dot_body(x, y, n);
+}
+PYROBUST_CLONES double dot_host(const double* x, const double* y, int64_t n) {
+  return dot_body(x, y, n);
+}
+PYROBUST_CLONES void axpy_host(float* r, const float* x, float a, int64_t n) {
+  axpy_body(r, x, a, n);
+}
+PYROBUST_CLONES void axpy_host(double* r, const double* x, double a, int64_t n) {
+  axpy_body(r, x, a, n);
+}
+
 // The two-loop recursion as plain loops over the packed pairs, for a solve on the CPU. A packed
-// pair holds (D + 1) m K values, about 10^4 for a probe, where the recursion's ~4h ATen ops (h
-// pairs) cost more in dispatch and allocation than in arithmetic: about 1.5 ms an iteration
-// with 30 pairs, a third of an iteration on 1,280-d features with 10 classes
-// (docs/probe-solver.md, "The recursion on the CPU"). Here every update and inner product is one
-// pass; inner products accumulate in double. q: the packed -g on entry, the direction on return.
+// pair holds (D + 1) m K values, about 10^4 to 10^5 for a probe, where the recursion's ~4h ATen
+// ops (h pairs) cost more in dispatch and allocation than in arithmetic (docs/probe-solver.md,
+// "The recursion on the CPU"). Here every update and inner product is one pass; inner products
+// accumulate in double. q: the packed -g on entry, the direction on return.
 template <typename T>
 void two_loop_host(T* q, const std::deque<History>& hist, const T* eig, const T* a,
                    const T* lam, int64_t d, int64_t m, int64_t k) {
   const int64_t rows = d + 1, h = static_cast<int64_t>(hist.size());
-  // out[c]: the per-C inner products of packed x and y
+  // out[c]: the per-C inner products of packed x and y (a pair is one run of values for one C)
   std::vector<double> out(m);
   const auto dot = [&](const T* x, const T* y) {
-    std::fill(out.begin(), out.end(), 0.0);
     if (m == 1) {
-      const int64_t n = rows * k;
-      double acc[4] = {0, 0, 0, 0};
-      int64_t i = 0;
-      for (; i + 4 <= n; i += 4)
-        for (int l = 0; l < 4; ++l) acc[l] += double(x[i + l]) * double(y[i + l]);
-      for (; i < n; ++i) acc[0] += double(x[i]) * double(y[i]);
-      out[0] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      out[0] = dot_host(x, y, rows * k);
       return;
     }
+    std::fill(out.begin(), out.end(), 0.0);
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t c = 0; c < m; ++c) {
-        const int64_t o = (i * m + c) * k;
-        double acc = 0;
-        for (int64_t j = 0; j < k; ++j) acc += double(x[o + j]) * double(y[o + j]);
-        out[c] += acc;
-      }
+      for (int64_t c = 0; c < m; ++c)
+        out[c] += dot_host(x + (i * m + c) * k, y + (i * m + c) * k, k);
   };
   // r += coef[c] x, per C
   const auto axpy = [&](T* r, const T* x, const std::vector<T>& coef) {
+    if (m == 1) return axpy_host(r, x, coef[0], rows * k);
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t c = 0; c < m; ++c) {
-        const int64_t o = (i * m + c) * k;
-        const T f = coef[c];
-        for (int64_t j = 0; j < k; ++j) r[o + j] += f * x[o + j];
-      }
+      for (int64_t c = 0; c < m; ++c)
+        axpy_host(r + (i * m + c) * k, x + (i * m + c) * k, coef[c], k);
   };
   // the preconditioner's diagonal (a S + lambda)^-1 at (i, c); 1 / a for the intercept row
   const auto den = [&](int64_t i, int64_t c) { return i < d ? a[c] * eig[i] + lam[c] : a[c]; };
