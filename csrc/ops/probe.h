@@ -30,6 +30,17 @@ at::Tensor probe_line_stats(const at::Tensor& logits, const at::Tensor& directio
                             const at::Tensor& target, const at::Tensor& weight,
                             const at::Tensor& step, bool check_target = true);
 
+// probe_line_stats on the CPU (contiguous tensors, no target check) that also writes, at t =
+// step, the logits z + t d into logits_out and their probe_loss_grad gradient into grad_out, and
+// returns (the (m, kLineStats) line statistics, that gradient's (m, kLossGradStats) sums). The
+// solver's line search ends on an evaluation at the step it takes, so the step's logits and
+// gradient come from it instead of two more passes over the logits. Not an op: the solver's
+// CPU path calls it directly.
+std::tuple<at::Tensor, at::Tensor> probe_line_stats_step_cpu(
+    const at::Tensor& logits, const at::Tensor& direction, const at::Tensor& target,
+    const at::Tensor& weight, const at::Tensor& step, const at::Tensor& logits_out,
+    const at::Tensor& grad_out);
+
 // Shapes, dtypes and devices of (logits, target, weight); K >= 1. Checked before a kernel
 // touches a device (a tensor on the wrong device is named, not met inside a device guard).
 void check_probe_logits(const at::Tensor& logits, const at::Tensor& target,

@@ -467,6 +467,10 @@ class Solver {
   at::Tensor Z_, G_, stats_;     // its logits (N, m*K), logit gradients, loss statistics
   at::Tensor gn_, a_, gap_;      // max-abs gradient (host), curvature, objective gap (host)
   at::Tensor obj_;               // (m,) the objective, float64 on the host
+  // CPU: the logits, gradient and loss statistics at the line search's last evaluation, and its
+  // steps (empty: none evaluated)
+  at::Tensor Zt_, Gt_, step_stats_;
+  std::vector<double> evaluated_;
   std::deque<History> hist_;     // L-BFGS pairs, oldest first
   std::vector<int64_t> iters_;   // iterations per C
   std::vector<char> stalled_;    // C without a descent direction left
@@ -691,10 +695,25 @@ at::Tensor Solver::line_search(const Pair& dir, const at::Tensor& Zd, const at::
       stalled_[c] = 1;  // no descent direction left: the gradient is at round-off level
     }
   }
+  // On the CPU each evaluation also writes the logits and gradient at its steps (Zt_, Gt_):
+  // the last one is at the step taken (take_step).
+  const bool fused = pb_.dev.is_cpu();
+  if (fused && !Zt_.defined()) {
+    Zt_ = at::empty_like(Z_);
+    Gt_ = at::empty({n, m, k}, Z_.options());
+  }
+  evaluated_.clear();
   for (int ls = 0; ls < kLineSearchSteps; ++ls) {
     if (std::all_of(done.begin(), done.end(), [](char v) { return v != 0; })) break;
-    auto st = probe_line_stats(Z_.view({n, m, k}), Zd.view({n, m, k}), pb_.y, pb_.w,
-                               step.to(pb_.dev), /*check_target=*/false);
+    at::Tensor st;
+    if (fused) {
+      std::tie(st, step_stats_) = probe_line_stats_step_cpu(
+          Z_.view({n, m, k}), Zd.view({n, m, k}), pb_.y, pb_.w, step, Zt_.view({n, m, k}), Gt_);
+      evaluated_.assign(t, t + m);
+    } else {
+      st = probe_line_stats(Z_.view({n, m, k}), Zd.view({n, m, k}), pb_.y, pb_.w,
+                            step.to(pb_.dev), /*check_target=*/false);
+    }
     pb_.sum_ranks(st);
     st = st.to(at::kCPU).contiguous();
     const double* sp = st.data_ptr<double>();
@@ -742,14 +761,24 @@ void Solver::take_step(const Pair& dir, const Pair& dir_eig, const at::Tensor& Z
   x_.W.add_(dir.W * tt.view({1, m, 1}));
   x_.b.add_(dir.b * tt.view({m, 1}));
   const auto sstep = pack(dir_eig).mul_(tt.view({1, m, 1}));
-  if ((it + 1) % kRefreshLogits == 0) {
-    Z_ = pb_.forward(x_);
-  } else if (m == 1) {
-    Z_.add_(Zd, step.data_ptr<double>()[0]);
+  const bool at_evaluated =
+      static_cast<int64_t>(evaluated_.size()) == m &&
+      std::equal(evaluated_.begin(), evaluated_.end(), step.data_ptr<double>());
+  if ((it + 1) % kRefreshLogits != 0 && at_evaluated) {
+    std::swap(Z_, Zt_);  // the line search's last evaluation, at this step
+    std::swap(G_, Gt_);
+    stats_ = step_stats_;
+    pb_.sum_ranks(stats_);
   } else {
-    Z_.view({n, m, k}).addcmul_(Zd.view({n, m, k}), tt.view({1, m, 1}));
+    if ((it + 1) % kRefreshLogits == 0) {
+      Z_ = pb_.forward(x_);
+    } else if (m == 1) {
+      Z_.add_(Zd, step.data_ptr<double>()[0]);
+    } else {
+      Z_.view({n, m, k}).addcmul_(Zd.view({n, m, k}), tt.view({1, m, 1}));
+    }
+    std::tie(G_, stats_) = loss_grad();
   }
-  std::tie(G_, stats_) = loss_grad();
   g_ = pb_.full_grad(G_.view({n, m * k}), x_);
   Pair nge = pb_.to_eig(g_);
   const auto yv = pack(nge).sub_(pack(ge_));

@@ -163,10 +163,15 @@ void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g
 // exact to the precision of the change itself where the two losses would carry float32 round-off
 // of the loss, far above the change near an optimum (docs/probe-solver.md, "The decrease test").
 // A row whose logits move by more than kExactStep takes the plain difference of its two losses.
+//
+// With zt_all (then g_all and step_partial too), the same pass also writes the logits at t,
+// z + t d, their loss_grad_rows gradient and its (loss, curvature) sums: the step's new state,
+// when t is the step the line search takes.
 template <typename T>
 void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, const T* weight,
                      const double* step, T* buf, double* partial, int64_t r0, int64_t r1,
-                     int64_t m, int64_t k) {
+                     int64_t m, int64_t k, T* zt_all = nullptr, T* g_all = nullptr,
+                     double* step_partial = nullptr) {
   for (int64_t n = r0; n < r1; ++n) {
     const int64_t y = target[n];
     const double w = weight[n];
@@ -174,6 +179,13 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
       for (int64_t c = 0; c < m; ++c) {
         partial[c * kLineStats] = NAN;
         partial[c * kLineStats + 3] = NAN;
+        if (zt_all) step_partial[c * kLossGradStats] = NAN;
+      }
+      if (zt_all) {
+        for (int64_t i = n * m * k; i < (n + 1) * m * k; ++i) {
+          zt_all[i] = z_all[i] + T(step[(i / k) % m]) * d_all[i];
+          g_all[i] = std::numeric_limits<T>::quiet_NaN();
+        }
       }
       continue;
     }
@@ -194,6 +206,14 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
         change = std::abs(b) <= T(kExactStep)
                      ? -std::log1p(double(sigmoid(a)) * double(expm1_small(-b)))
                      : double(softplus(a)) - double(softplus(a - b));
+        if (zt_all) {
+          const int64_t o = n * m + c;
+          const T wt = weight[n];
+          zt_all[o] = zt;
+          g_all[o] = wt * (p - T(y));
+          step_partial[c * kLossGradStats] += double(wt) * (softplus(zt) - T(y) * zt);
+          step_partial[c * kLossGradStats + 1] += double(wt) * p * (T(1) - p);
+        }
       } else {
         for (int64_t j = 0; j < k; ++j) buf[j] = z[j] + t * d[j];
         T mx = buf[0];
@@ -214,6 +234,21 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
         out[0] += w * loss_t;
         out[1] += w * (pd - d[y]);
         out[2] += w * std::max(T(0), pdd - pd * pd);
+        if (zt_all) {  // as loss_grad_rows at z + t d
+          T* zo = zt_all + (n * m + c) * k;
+          T* g = g_all + (n * m + c) * k;
+          const T wt = weight[n];
+          T sq = 0;
+          for (int64_t j = 0; j < k; ++j) {
+            const T p = e[j] * inv;
+            sq += p * p;
+            zo[j] = buf[j];
+            g[j] = wt * p;
+          }
+          g[y] -= wt;
+          step_partial[c * kLossGradStats] += double(wt) * loss_t;
+          step_partial[c * kLossGradStats + 1] += double(wt) * (T(1) - sq) / T(k - 1);
+        }
         if (std::abs(t) * spread <= T(kExactStep)) {
           change = -std::log1p(double(sum_expm1(e, d, d[y], t, k)) / double(se));
         } else {
@@ -297,6 +332,44 @@ at::Tensor probe_line_stats_cpu(const at::Tensor& logits, const at::Tensor& dire
 }
 
 }  // namespace
+
+std::tuple<at::Tensor, at::Tensor> probe_line_stats_step_cpu(
+    const at::Tensor& logits, const at::Tensor& direction, const at::Tensor& target,
+    const at::Tensor& weight, const at::Tensor& step, const at::Tensor& logits_out,
+    const at::Tensor& grad_out) {
+  check_probe_line_args(logits, direction, target, weight, step);
+  TORCH_CHECK(logits.is_contiguous() && direction.is_contiguous() && target.is_contiguous() &&
+                  weight.is_contiguous() && logits_out.is_contiguous() &&
+                  grad_out.is_contiguous() && logits_out.sizes() == logits.sizes() &&
+                  grad_out.sizes() == logits.sizes() &&
+                  logits_out.scalar_type() == logits.scalar_type() &&
+                  grad_out.scalar_type() == logits.scalar_type(),
+              "probe_line_stats_step_cpu: contiguous tensors, outputs shaped as the logits");
+  const auto t = step.to(at::kCPU, at::kDouble).contiguous();
+  const int64_t n = logits.size(0), m = logits.size(1), k = logits.size(2);
+  const int64_t nb = num_blocks(n);
+  std::vector<double> partial(nb * m * kLineStats, 0.0), step_partial(nb * m * kLossGradStats, 0.0);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "probe_line_stats_step_cpu", [&] {
+    const auto* zp = logits.data_ptr<scalar_t>();
+    const auto* dp = direction.data_ptr<scalar_t>();
+    const auto* wp = weight.data_ptr<scalar_t>();
+    const auto* yp = target.data_ptr<int64_t>();
+    const auto* tp = t.data_ptr<double>();
+    auto* zo = logits_out.data_ptr<scalar_t>();
+    auto* go = grad_out.data_ptr<scalar_t>();
+    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> buf(2 * k);
+      for (int64_t b = b0; b < b1; ++b) {
+        line_stats_rows<scalar_t>(zp, dp, yp, wp, tp, buf.data(),
+                                  partial.data() + b * m * kLineStats, b * n / nb,
+                                  (b + 1) * n / nb, m, k, zo, go,
+                                  step_partial.data() + b * m * kLossGradStats);
+      }
+    });
+  });
+  return {sum_blocks(partial, nb, m, kLineStats),
+          sum_blocks(step_partial, nb, m, kLossGradStats)};
+}
 
 TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
   m.impl("probe_loss_grad", &probe_loss_grad_cpu);
