@@ -300,35 +300,49 @@ std::tuple<at::Tensor, at::Tensor> probe_loss_grad_cpu(const at::Tensor& logits,
   return {grad, sum_blocks(partial, nb, m, kLossGradStats)};
 }
 
-at::Tensor probe_line_stats_cpu(const at::Tensor& logits, const at::Tensor& direction,
-                                const at::Tensor& target, const at::Tensor& weight,
-                                const at::Tensor& step, bool check_target) {
-  check_probe_line_args(logits, direction, target, weight, step);
-  const auto z = logits.contiguous();
-  const auto d = direction.contiguous();
-  const auto y = target.contiguous();
-  const auto w = weight.contiguous();
-  const auto t = step.to(at::kCPU).contiguous();
+// line_stats_rows over every row block of contiguous (z, d, y, w) at the CPU float64 steps
+// t: the (m, kLineStats) sums and, where zt_out and g_out are given (defined), the step's
+// logits and gradient written there and their (m, kLossGradStats) sums (else an empty tensor).
+std::tuple<at::Tensor, at::Tensor> line_stats_blocks(const at::Tensor& z, const at::Tensor& d,
+                                                     const at::Tensor& y, const at::Tensor& w,
+                                                     const at::Tensor& t, const at::Tensor& zt_out,
+                                                     const at::Tensor& g_out) {
   const int64_t n = z.size(0), m = z.size(1), k = z.size(2);
-  if (check_target) check_probe_targets(y, k);
   const int64_t nb = num_blocks(n);
+  const bool step_state = zt_out.defined();
   std::vector<double> partial(nb * m * kLineStats, 0.0);
+  std::vector<double> step_partial(step_state ? nb * m * kLossGradStats : 0, 0.0);
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "probe_line_stats_cpu", [&] {
     const auto* zp = z.data_ptr<scalar_t>();
     const auto* dp = d.data_ptr<scalar_t>();
     const auto* wp = w.data_ptr<scalar_t>();
     const auto* yp = y.data_ptr<int64_t>();
     const auto* tp = t.data_ptr<double>();
+    auto* zo = step_state ? zt_out.data_ptr<scalar_t>() : nullptr;
+    auto* go = step_state ? g_out.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
       std::vector<scalar_t> buf(2 * k);
       for (int64_t b = b0; b < b1; ++b) {
-        line_stats_rows<scalar_t>(zp, dp, yp, wp, tp, buf.data(),
-                                  partial.data() + b * m * kLineStats, b * n / nb,
-                                  (b + 1) * n / nb, m, k);
+        line_stats_rows<scalar_t>(
+            zp, dp, yp, wp, tp, buf.data(), partial.data() + b * m * kLineStats, b * n / nb,
+            (b + 1) * n / nb, m, k, zo, go,
+            step_state ? step_partial.data() + b * m * kLossGradStats : nullptr);
       }
     });
   });
-  return sum_blocks(partial, nb, m, kLineStats);
+  return {sum_blocks(partial, nb, m, kLineStats),
+          step_state ? sum_blocks(step_partial, nb, m, kLossGradStats) : at::Tensor()};
+}
+
+at::Tensor probe_line_stats_cpu(const at::Tensor& logits, const at::Tensor& direction,
+                                const at::Tensor& target, const at::Tensor& weight,
+                                const at::Tensor& step, bool check_target) {
+  check_probe_line_args(logits, direction, target, weight, step);
+  const auto y = target.contiguous();
+  if (check_target) check_probe_targets(y, logits.size(2));
+  return std::get<0>(line_stats_blocks(logits.contiguous(), direction.contiguous(), y,
+                                       weight.contiguous(), step.to(at::kCPU).contiguous(),
+                                       at::Tensor(), at::Tensor()));
 }
 
 }  // namespace
@@ -338,37 +352,14 @@ std::tuple<at::Tensor, at::Tensor> probe_line_stats_step_cpu(
     const at::Tensor& weight, const at::Tensor& step, const at::Tensor& logits_out,
     const at::Tensor& grad_out) {
   check_probe_line_args(logits, direction, target, weight, step);
-  TORCH_CHECK(logits.is_contiguous() && direction.is_contiguous() && target.is_contiguous() &&
-                  weight.is_contiguous() && logits_out.is_contiguous() &&
-                  grad_out.is_contiguous() && logits_out.sizes() == logits.sizes() &&
-                  grad_out.sizes() == logits.sizes() &&
+  TORCH_CHECK(logits_out.is_contiguous() && grad_out.is_contiguous() &&
+                  logits_out.sizes() == logits.sizes() && grad_out.sizes() == logits.sizes() &&
                   logits_out.scalar_type() == logits.scalar_type() &&
                   grad_out.scalar_type() == logits.scalar_type(),
-              "probe_line_stats_step_cpu: contiguous tensors, outputs shaped as the logits");
-  const auto t = step.to(at::kCPU, at::kDouble).contiguous();
-  const int64_t n = logits.size(0), m = logits.size(1), k = logits.size(2);
-  const int64_t nb = num_blocks(n);
-  std::vector<double> partial(nb * m * kLineStats, 0.0), step_partial(nb * m * kLossGradStats, 0.0);
-  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "probe_line_stats_step_cpu", [&] {
-    const auto* zp = logits.data_ptr<scalar_t>();
-    const auto* dp = direction.data_ptr<scalar_t>();
-    const auto* wp = weight.data_ptr<scalar_t>();
-    const auto* yp = target.data_ptr<int64_t>();
-    const auto* tp = t.data_ptr<double>();
-    auto* zo = logits_out.data_ptr<scalar_t>();
-    auto* go = grad_out.data_ptr<scalar_t>();
-    at::parallel_for(0, nb, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> buf(2 * k);
-      for (int64_t b = b0; b < b1; ++b) {
-        line_stats_rows<scalar_t>(zp, dp, yp, wp, tp, buf.data(),
-                                  partial.data() + b * m * kLineStats, b * n / nb,
-                                  (b + 1) * n / nb, m, k, zo, go,
-                                  step_partial.data() + b * m * kLossGradStats);
-      }
-    });
-  });
-  return {sum_blocks(partial, nb, m, kLineStats),
-          sum_blocks(step_partial, nb, m, kLossGradStats)};
+              "probe_line_stats_step_cpu: outputs should be contiguous and shaped as the logits");
+  return line_stats_blocks(logits.contiguous(), direction.contiguous(), target.contiguous(),
+                           weight.contiguous(), step.to(at::kCPU, at::kDouble).contiguous(),
+                           logits_out, grad_out);
 }
 
 TORCH_LIBRARY_IMPL(pyrobust, CPU, m) {
