@@ -620,8 +620,8 @@ void two_loop_host(T* q, const std::deque<History>& hist, const T* eig, const T*
 
 Pair Solver::two_loop() const {
   const int64_t m = pb_.m;
+  auto q = pack(Pair{-ge_.W, -ge_.b});
   if (pb_.dev.is_cpu()) {
-    auto q = pack(Pair{-ge_.W, -ge_.b});
     const auto a = a_.contiguous(), eig = pb_.s.contiguous(), lam = pb_.lam_t.contiguous();
     AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "probe_two_loop", [&] {
       two_loop_host<scalar_t>(q.data_ptr<scalar_t>(), hist_, eig.data_ptr<scalar_t>(),
@@ -630,7 +630,6 @@ Pair Solver::two_loop() const {
     return unpack(q);
   }
   const auto per_c = [m](const at::Tensor& v) { return v.view({1, m, 1}); };
-  auto q = pack(Pair{-ge_.W, -ge_.b});
   std::vector<at::Tensor> alphas;
   for (auto h = hist_.rbegin(); h != hist_.rend(); ++h) {
     auto al = h->rho * packed_dot(h->s, q);

@@ -118,6 +118,30 @@ double sum_expm1(const double* e, const double* d, double dy, double t, int64_t 
   return sum;
 }
 
+// One row's gradient w (p - onehot) and its (loss, curvature) added to stats (kLossGradStats):
+// the binomial model at logit z with p = sigmoid(z), and the multinomial one from e = exp(z -
+// max) (e may be g itself), 1 / sum e and the row's loss. loss_grad_rows writes every row so;
+// line_stats_rows writes the step's rows so.
+template <typename T>
+inline void sigmoid_grad_row(T z, T p, int64_t y, T w, T* g, double* stats) {
+  stats[0] += double(w) * (softplus(z) - T(y) * z);
+  stats[1] += double(w) * p * (T(1) - p);
+  g[0] = w * (p - T(y));
+}
+template <typename T>
+inline void softmax_grad_row(const T* e, T inv, double loss, int64_t y, T w, T* g, int64_t k,
+                             double* stats) {
+  T sq = 0;
+  for (int64_t j = 0; j < k; ++j) {
+    const T p = e[j] * inv;
+    sq += p * p;
+    g[j] = w * p;
+  }
+  g[y] -= w;
+  stats[0] += double(w) * loss;
+  stats[1] += double(w) * (T(1) - sq) / T(k - 1);
+}
+
 template <typename T>
 void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g_all,
                     double* partial, int64_t r0, int64_t r1, int64_t m, int64_t k) {
@@ -132,26 +156,15 @@ void loss_grad_rows(const T* z_all, const int64_t* target, const T* weight, T* g
     for (int64_t c = 0; c < m; ++c) {
       const T* z = z_all + (n * m + c) * k;
       T* g = g_all + (n * m + c) * k;
+      double* stats = partial + c * kLossGradStats;
       if (k == 1) {
-        const T p = sigmoid(z[0]);
-        partial[c * kLossGradStats] += double(w) * (softplus(z[0]) - T(y) * z[0]);
-        partial[c * kLossGradStats + 1] += double(w) * p * (T(1) - p);
-        g[0] = w * (p - T(y));
+        sigmoid_grad_row(z[0], sigmoid(z[0]), y, w, g, stats);
         continue;
       }
       T mx = z[0];
       for (int64_t j = 1; j < k; ++j) mx = std::max(mx, z[j]);
       const T se = exp_shifted(z, mx, g, k);
-      const T inv = T(1) / se;
-      T sq = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        const T p = g[j] * inv;
-        sq += p * p;
-        g[j] = w * p;
-      }
-      g[y] -= w;
-      partial[c * kLossGradStats] += double(w) * (double(mx) + std::log(double(se)) - z[y]);
-      partial[c * kLossGradStats + 1] += double(w) * (T(1) - sq) / T(k - 1);
+      softmax_grad_row(g, T(1) / se, double(mx) + std::log(double(se)) - z[y], y, w, g, k, stats);
     }
   }
 }
@@ -207,12 +220,9 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
                      ? -std::log1p(double(sigmoid(a)) * double(expm1_small(-b)))
                      : double(softplus(a)) - double(softplus(a - b));
         if (zt_all) {
-          const int64_t o = n * m + c;
-          const T wt = weight[n];
-          zt_all[o] = zt;
-          g_all[o] = wt * (p - T(y));
-          step_partial[c * kLossGradStats] += double(wt) * (softplus(zt) - T(y) * zt);
-          step_partial[c * kLossGradStats + 1] += double(wt) * p * (T(1) - p);
+          zt_all[n * m + c] = zt;
+          sigmoid_grad_row(zt, p, y, weight[n], g_all + n * m + c,
+                           step_partial + c * kLossGradStats);
         }
       } else {
         for (int64_t j = 0; j < k; ++j) buf[j] = z[j] + t * d[j];
@@ -235,19 +245,9 @@ void line_stats_rows(const T* z_all, const T* d_all, const int64_t* target, cons
         out[1] += w * (pd - d[y]);
         out[2] += w * std::max(T(0), pdd - pd * pd);
         if (zt_all) {  // as loss_grad_rows at z + t d
-          T* zo = zt_all + (n * m + c) * k;
-          T* g = g_all + (n * m + c) * k;
-          const T wt = weight[n];
-          T sq = 0;
-          for (int64_t j = 0; j < k; ++j) {
-            const T p = e[j] * inv;
-            sq += p * p;
-            zo[j] = buf[j];
-            g[j] = wt * p;
-          }
-          g[y] -= wt;
-          step_partial[c * kLossGradStats] += double(wt) * loss_t;
-          step_partial[c * kLossGradStats + 1] += double(wt) * (T(1) - sq) / T(k - 1);
+          std::copy(buf, buf + k, zt_all + (n * m + c) * k);
+          softmax_grad_row(e, inv, loss_t, y, weight[n], g_all + (n * m + c) * k, k,
+                           step_partial + c * kLossGradStats);
         }
         if (std::abs(t) * spread <= T(kExactStep)) {
           change = -std::log1p(double(sum_expm1(e, d, d[y], t, k)) / double(se));
